@@ -1,0 +1,110 @@
+//! Everything the machine asks the outside world to do.
+
+use crate::{
+    Anomaly, Checkpoint, ConvoId, Cursor, Message, MessageId, Permanent, RequestId, Seq,
+    StreamEvent, StreamId,
+};
+
+/// A command, drained with [`SyncMachine::poll_command`](crate::SyncMachine::poll_command).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Open the conversation's stream, resuming at `cursor`. Report back with
+    /// `StreamOpened`, `StreamEvent` and `StreamClosed` naming `stream`.
+    OpenStream {
+        /// The conversation.
+        convo: ConvoId,
+        /// The connection's name.
+        stream: StreamId,
+        /// Where to resume.
+        cursor: Option<Cursor>,
+    },
+    /// Close this stream; no `StreamClosed` is needed for it.
+    CloseStream {
+        /// The conversation.
+        convo: ConvoId,
+        /// The connection.
+        stream: StreamId,
+    },
+    /// Fetch messages after a position; report back with `FetchPage` or `FetchFailed`.
+    Fetch(FetchRequest),
+    /// Hand one message to the application, in order. Store it with its checkpoint in one
+    /// transaction.
+    Deliver(Delivery),
+    /// A stream event that is not a message (reactions, typing, info), passed through.
+    Event {
+        /// The conversation.
+        convo: ConvoId,
+        /// The event.
+        event: StreamEvent,
+    },
+    /// The server confirmed, by two fetches at least `hole_grace` apart, that it has no
+    /// message at these seqs (deleted, expired, or never committed).
+    Skipped {
+        /// The conversation.
+        convo: ConvoId,
+        /// First missing seq.
+        from: Seq,
+        /// Last missing seq.
+        to: Seq,
+        /// The checkpoint once this is stored.
+        checkpoint: Checkpoint,
+    },
+    /// The conversation can no longer be synced; it was unsubscribed and its buffer
+    /// dropped.
+    Clear {
+        /// The conversation.
+        convo: ConvoId,
+        /// The server's answer.
+        reason: Permanent,
+    },
+    /// The server did something it should not have; the machine dealt with it.
+    Anomaly {
+        /// The conversation.
+        convo: ConvoId,
+        /// What happened.
+        anomaly: Anomaly,
+    },
+}
+
+/// One `getMessages` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// Report the result with this id.
+    pub id: RequestId,
+    /// The conversation.
+    pub convo: ConvoId,
+    /// Fetch messages with seq above this (`sinceSeq`). It is the last delivered seq minus
+    /// one: the catch-up overlaps by one seq to find a message that committed late at a seq
+    /// already delivered.
+    pub since_seq: Seq,
+    /// The last delivered id, for older servers that take `sinceMessage` instead.
+    pub since_id: Option<MessageId>,
+    /// `limit`, 1..=100.
+    pub limit: u16,
+}
+
+/// How a delivered message relates to the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// The next seq.
+    InOrder,
+    /// At a seq already delivered for another id (the real server can give two messages
+    /// one seq). Delivered, never dropped or overwritten.
+    SharesSeq,
+    /// `seq = 0`: delivered at once, never sequenced, not in the checkpoint.
+    Ephemeral,
+}
+
+/// A message for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The conversation.
+    pub convo: ConvoId,
+    /// The message.
+    pub message: Message,
+    /// Where it stands.
+    pub order: Order,
+    /// The checkpoint once this message is stored.
+    pub checkpoint: Checkpoint,
+}

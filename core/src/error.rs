@@ -1,0 +1,114 @@
+//! Errors for bad input from a caller, and anomalies reported about a server.
+
+use crate::{ConvoId, MessageId, RequestId, Seq};
+use thiserror::Error;
+
+/// An input the machine refused. Nothing already delivered is affected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The input names a conversation that is not subscribed.
+    #[error("conversation {0} is not subscribed")]
+    UnknownConvo(ConvoId),
+    /// `Subscribe` for a conversation that is already subscribed.
+    #[error("conversation {0} is already subscribed")]
+    AlreadySubscribed(ConvoId),
+}
+
+/// A `Config` whose values do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `page_limit` outside the server's 1..=100.
+    #[error("page_limit must be 1..=100, got {0}")]
+    PageLimit(u16),
+    /// `max_page_limit` below `page_limit` or above 100.
+    #[error("max_page_limit must be page_limit..=100, got {max} with page_limit {limit}")]
+    MaxPageLimit {
+        /// The value given.
+        max: u16,
+        /// The page limit.
+        limit: u16,
+    },
+    /// A bound that must be positive is zero.
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+    /// The total buffer bound is below the per-conversation one.
+    #[error("max_buffered_total ({total}) is below max_buffered ({per_convo})")]
+    TotalBelowPerConvo {
+        /// `max_buffered_total`.
+        total: usize,
+        /// `max_buffered`.
+        per_convo: usize,
+    },
+    /// `catch_up_overlap` is zero or above `dedup_window`.
+    #[error("catch_up_overlap must be 1..=dedup_window, got {0}")]
+    CatchUpOverlap(u64),
+    /// `backoff_base` is zero or above `backoff_cap`.
+    #[error("backoff_base must be positive and at most backoff_cap")]
+    Backoff,
+}
+
+/// Something the server did that it should not have, reported through
+/// [`Command::Anomaly`](crate::Command::Anomaly). The machine has already dealt with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Anomaly {
+    /// A message's epoch is lower than the one delivered before it. It was delivered in
+    /// seq order all the same (a member still at an older epoch can send late).
+    EpochWentBack {
+        /// The message's seq.
+        seq: Seq,
+        /// Its epoch.
+        epoch: u64,
+        /// The epoch of the message delivered before it.
+        previous: u64,
+    },
+    /// A page held messages at or below the position it was asked to start after; they
+    /// were ignored.
+    PageWentBackwards {
+        /// The fetch.
+        request: RequestId,
+        /// The position asked for.
+        since: Seq,
+        /// How many messages were ignored.
+        ignored: usize,
+    },
+    /// A page held more messages than the limit asked for.
+    PageOversized {
+        /// The fetch.
+        request: RequestId,
+        /// Messages in the page.
+        len: usize,
+        /// The limit asked for.
+        limit: u16,
+    },
+    /// Full pages kept making no progress, even at the largest limit (the server's
+    /// `(epoch, seq)` order can hide lower seqs of a later epoch behind a full page). The
+    /// gaps inside the page are now treated like holes: skipped only if a second fetch at
+    /// least `hole_grace` later still lacks them.
+    PageStalled {
+        /// The position fetched from.
+        since: Seq,
+        /// Full pages in a row without progress.
+        pages: u32,
+    },
+    /// A message arrived below the dedup window: it cannot be told apart from a replay
+    /// of one already delivered, so it was not delivered. An application that keeps every
+    /// id (the SQLite store does) can look it up.
+    StaleMessage {
+        /// Its seq.
+        seq: Seq,
+        /// Its id.
+        id: MessageId,
+    },
+    /// The server refused the credentials (HTTP 401). The adapter should get a fresh
+    /// token; the machine backs off and tries again, and never clears for this.
+    Unauthorized,
+    /// A catch-up page held an ephemeral (`seq = 0`) message; it was delivered as
+    /// ephemeral.
+    EphemeralInPage {
+        /// Its id.
+        id: MessageId,
+    },
+}

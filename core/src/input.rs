@@ -1,0 +1,208 @@
+//! Everything the outside world tells the machine.
+
+use crate::{Checkpoint, ConvoId, Cursor, Message, MessageId, RequestId, Seq, StreamId};
+use std::time::Duration;
+
+/// An input, fed with [`SyncMachine::handle`](crate::SyncMachine::handle).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// Start syncing a conversation from a checkpoint.
+    Subscribe(Subscription),
+    /// Stop syncing a conversation; its buffer is dropped (the server still has it).
+    Unsubscribe {
+        /// The conversation.
+        convo: ConvoId,
+    },
+    /// The stream asked for with `OpenStream` is connected.
+    StreamOpened {
+        /// The conversation.
+        convo: ConvoId,
+        /// The connection, as `OpenStream` named it.
+        stream: StreamId,
+    },
+    /// An event came over the stream.
+    StreamEvent {
+        /// The conversation.
+        convo: ConvoId,
+        /// The connection it came over.
+        stream: StreamId,
+        /// The event.
+        event: StreamEvent,
+    },
+    /// The stream ended, cleanly (`error: None`) or not.
+    StreamClosed {
+        /// The conversation.
+        convo: ConvoId,
+        /// The connection.
+        stream: StreamId,
+        /// Why, if it failed.
+        error: Option<StreamError>,
+    },
+    /// A fetch succeeded.
+    FetchPage(Page),
+    /// A fetch failed.
+    FetchFailed {
+        /// The fetch.
+        request: RequestId,
+        /// How.
+        failure: Failure,
+    },
+    /// Catch up now: the app came to the foreground or the network came back. `None`
+    /// means every conversation.
+    Resume {
+        /// One conversation, or all.
+        convo: Option<ConvoId>,
+    },
+}
+
+/// What `Subscribe` needs: the conversation, where it was left, and whether it should have
+/// a live stream (a chat app keeps streams only for the conversations on screen; the others
+/// are caught up by `Resume` and `poll_interval`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The conversation.
+    pub convo: ConvoId,
+    /// Where it was left (`Checkpoint::default()` for a new one).
+    pub checkpoint: Checkpoint,
+    /// Ids delivered below `checkpoint.seq`, with their seqs: every id delivered at the
+    /// listed seqs must be there. The machine uses the newest `dedup_window` of them to drop
+    /// replays and to recognise a late message sharing an already-delivered seq.
+    pub recent: Vec<(Seq, MessageId)>,
+    /// Whether to keep a live stream open.
+    pub live: bool,
+}
+
+impl Subscription {
+    /// A new conversation with a live stream.
+    pub fn live(convo: impl Into<ConvoId>) -> Subscription {
+        Subscription {
+            convo: convo.into(),
+            checkpoint: Checkpoint::default(),
+            recent: Vec::new(),
+            live: true,
+        }
+    }
+
+    /// A new conversation without a stream: caught up by fetches only.
+    pub fn catch_up_only(convo: impl Into<ConvoId>) -> Subscription {
+        Subscription {
+            live: false,
+            ..Subscription::live(convo)
+        }
+    }
+
+    /// Starts from a stored checkpoint.
+    pub fn from_checkpoint(mut self, checkpoint: Checkpoint) -> Subscription {
+        self.checkpoint = checkpoint;
+        self
+    }
+
+    /// Adds stored ids below the checkpoint (see the field's doc).
+    pub fn with_recent(mut self, recent: Vec<(Seq, MessageId)>) -> Subscription {
+        self.recent = recent;
+        self
+    }
+}
+
+/// An event from the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// A message (`messageEvent`).
+    Message {
+        /// The event's cursor.
+        cursor: Option<Cursor>,
+        /// The message.
+        message: Message,
+    },
+    /// A server notice (`infoEvent`); `slow-consumer` means the server dropped events for
+    /// this subscriber, and triggers a catch-up.
+    Info {
+        /// The event's cursor.
+        cursor: Option<Cursor>,
+        /// The `info` field.
+        info: String,
+    },
+    /// A keepalive comment: the connection is alive.
+    Keepalive,
+    /// Any other event (reactions, typing, newer kinds), passed through to the app.
+    Other {
+        /// The event's cursor.
+        cursor: Option<Cursor>,
+        /// Its `$type`.
+        kind: String,
+        /// The event as received (JSON).
+        body: String,
+    },
+}
+
+impl StreamEvent {
+    /// The event's cursor, if it has one.
+    pub fn cursor(&self) -> Option<&Cursor> {
+        match self {
+            StreamEvent::Message { cursor, .. }
+            | StreamEvent::Info { cursor, .. }
+            | StreamEvent::Other { cursor, .. } => cursor.as_ref(),
+            StreamEvent::Keepalive => None,
+        }
+    }
+}
+
+/// The `info` of a `slow-consumer` notice.
+pub const SLOW_CONSUMER: &str = "slow-consumer";
+
+/// A page of `getMessages`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The fetch it answers.
+    pub request: RequestId,
+    /// The messages, in any order (the server sends `(epoch, seq)` order).
+    pub messages: Vec<Message>,
+}
+
+/// Why a stream ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// A network error, a 5xx, a timeout: reconnect with backoff.
+    Transient,
+    /// The server refused the credentials (401): get a fresh token, back off.
+    Unauthorized,
+    /// The server refused the cursor (400): reconnect without it and catch up by fetch.
+    InvalidCursor,
+    /// The conversation cannot be streamed any more.
+    Permanent(Permanent),
+}
+
+/// Why a fetch failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// A network error, a 5xx, a timeout: retry with backoff.
+    Transient,
+    /// 429: retry after the server's delay if it gave one, and never sooner than backoff.
+    RateLimited {
+        /// The `Retry-After` delay.
+        retry_after: Option<Duration>,
+    },
+    /// The server refused the credentials (401): back off and retry with a fresh token.
+    Unauthorized,
+    /// The server will not give this conversation's messages any more.
+    Permanent(Permanent),
+}
+
+/// A permanent answer from the server: the conversation is cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Permanent {
+    /// Not a member (`NotMember`).
+    NotMember,
+    /// The conversation does not exist (`ConvoNotFound`).
+    NotFound,
+    /// 403 with no body: the real server's answer for both of the above.
+    Forbidden,
+    /// The position fetched from is no longer known to the server (`sinceMessage` of a
+    /// message that is gone): its history no longer reaches the checkpoint.
+    InvalidCursor,
+}

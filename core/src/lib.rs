@@ -1,0 +1,51 @@
+//! # gapless
+//!
+//! Keeps a chat client's conversations **complete and in order** over a lossy live stream.
+//!
+//! Messages arrive over a stream (server-sent events) that can drop, duplicate, reorder and
+//! cut; the server can also be asked for them (`getMessages` since a seq). The
+//! [`SyncMachine`] turns both into one ordered delivery per conversation: it buffers what
+//! comes early, waits `gap_wait` for what is missing, then fetches it; it never gives up on a
+//! message the server still has, and says so explicitly ([`Command::Skipped`]) when the
+//! server confirms it has not.
+//!
+//! The crate contains no networking code and reads no clock: every input carries the
+//! current [`Time`], every output is a [`Command`] for an adapter to carry out (see the
+//! `gapless-tokio` and `gapless-blocking` crates). The same inputs give the same commands.
+//!
+//! Contents:
+//! - [`SyncMachine`] (`machine.rs`, per conversation `convo.rs`): the machine.
+//! - [`Input`] (`input.rs`) and [`Command`] (`command.rs`): what goes in and comes out.
+//! - [`Config`] (`config.rs`): the tunables and their defaults.
+//! - [`Checkpoint`] (`checkpoint.rs`): what to store to restart without loss.
+//! - identifiers, [`Time`] and [`Message`] (`types.rs`); errors and [`Anomaly`] (`error.rs`).
+//! - `testkit` (feature `testkit`): a deterministic simulated server and lossy network.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod buffer;
+mod checkpoint;
+mod command;
+mod config;
+mod convo;
+mod error;
+mod input;
+mod machine;
+mod rng;
+mod timers;
+mod types;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use checkpoint::Checkpoint;
+pub use command::{Command, Delivery, FetchRequest, Order};
+pub use config::Config;
+pub use error::{Anomaly, ConfigError, InputError};
+pub use input::{
+    Failure, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,
+};
+pub use machine::SyncMachine;
+pub use types::{
+    ConvoId, Cursor, Epoch, Message, MessageId, MessageKind, RequestId, Seq, StreamId, Time,
+};

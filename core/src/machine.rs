@@ -1,0 +1,413 @@
+//! The `SyncMachine`: many conversations, one command queue, one timer queue, and fetch
+//! slots shared fairly among them.
+
+use crate::convo::{Convo, Ctx, FetchState, Stream};
+use crate::rng::Rng;
+use crate::timers::{Key, TimerQueue};
+use crate::{
+    Checkpoint, Command, Config, ConfigError, ConvoId, FetchRequest, Input, InputError, RequestId,
+    Time,
+};
+use hashbrown::HashMap;
+use std::collections::VecDeque;
+
+/// The deterministic, sans-IO sync machine.
+///
+/// Feed inputs with [`handle`](Self::handle) (and [`handle_timeout`](Self::handle_timeout)
+/// when [`poll_timeout`](Self::poll_timeout) has come), each with the current time; after
+/// every call drain [`poll_command`](Self::poll_command) until it returns `None`, and do what
+/// the commands say. The machine reads no clock, opens no socket and spawns nothing: the same
+/// inputs at the same times give the same commands.
+///
+/// ```
+/// use gapless::{Command, Config, Input, Message, StreamEvent, Subscription, SyncMachine, Time};
+///
+/// let mut m = SyncMachine::new(Config::default()).unwrap();
+/// let t0 = Time::ZERO;
+/// m.handle(t0, Input::Subscribe(Subscription::live("convo"))).unwrap();
+/// let Some(Command::OpenStream { stream, .. }) = m.poll_command() else { panic!() };
+/// m.handle(t0, Input::StreamOpened { convo: "convo".into(), stream }).unwrap();
+/// let _catch_up = m.poll_command(); // a Fetch: the server does not replay on connect
+///
+/// let event = StreamEvent::Message { cursor: None, message: Message::new("a", 1, 0) };
+/// m.handle(t0, Input::StreamEvent { convo: "convo".into(), stream, event }).unwrap();
+/// assert!(matches!(m.poll_command(), Some(Command::Deliver(d)) if d.message.seq.0 == 1));
+/// ```
+#[derive(Debug)]
+pub struct SyncMachine {
+    config: Config,
+    now: Time,
+    rng: Rng,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashMap<ConvoId, u32>,
+    timers: TimerQueue,
+    /// Conversations waiting for a fetch slot, first come, first served.
+    fetch_queue: VecDeque<Key>,
+    inflight: HashMap<RequestId, Key>,
+    next_request: u64,
+    next_stream: u64,
+    buffered_total: usize,
+    commands: VecDeque<Command>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    gen: u32,
+    convo: Option<Convo>,
+}
+
+impl SyncMachine {
+    /// A machine with no conversation.
+    pub fn new(config: Config) -> Result<SyncMachine, ConfigError> {
+        config.validate()?;
+        Ok(SyncMachine {
+            rng: Rng::new(config.rng_seed),
+            config,
+            now: Time::ZERO,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            timers: TimerQueue::default(),
+            fetch_queue: VecDeque::new(),
+            inflight: HashMap::new(),
+            next_request: 0,
+            next_stream: 0,
+            buffered_total: 0,
+            commands: VecDeque::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---- getters ------------------------------------------------------------------
+
+    /// Whether the conversation is subscribed.
+    pub fn is_subscribed(&self, convo: &ConvoId) -> bool {
+        self.index.contains_key(convo)
+    }
+
+    /// How many conversations are subscribed.
+    pub fn subscribed(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The conversation's current checkpoint (what is delivered, not what is stored).
+    pub fn checkpoint(&self, convo: &ConvoId) -> Option<&Checkpoint> {
+        self.get(convo).map(|c| &c.cp)
+    }
+
+    /// Messages buffered for the conversation.
+    pub fn buffered(&self, convo: &ConvoId) -> usize {
+        self.get(convo).map_or(0, Convo::buffered)
+    }
+
+    /// Messages buffered over all conversations.
+    pub fn buffered_total(&self) -> usize {
+        self.buffered_total
+    }
+
+    /// Fetches in flight over all conversations.
+    pub fn inflight_fetches(&self) -> usize {
+        self.inflight.len()
+    }
+
+    fn get(&self, convo: &ConvoId) -> Option<&Convo> {
+        let slot = *self.index.get(convo)?;
+        self.slots[slot as usize].convo.as_ref()
+    }
+
+    // ---- inputs -------------------------------------------------------------------
+
+    /// Feeds one input at `now`. Time never goes backwards: an earlier `now` counts as the
+    /// latest time seen. An error means the input was refused and nothing changed.
+    pub fn handle(&mut self, now: Time, input: Input) -> Result<(), InputError> {
+        self.now = self.now.max(now);
+        let result = self.dispatch(input);
+        self.pump();
+        result
+    }
+
+    fn dispatch(&mut self, input: Input) -> Result<(), InputError> {
+        match input {
+            Input::Subscribe(sub) => {
+                if self.index.contains_key(&sub.convo) {
+                    return Err(InputError::AlreadySubscribed(sub.convo));
+                }
+                let live = sub.live;
+                let key = self.insert(Convo::new(sub, &self.config, self.now));
+                if live {
+                    self.with(key, |c, cx| c.open_stream(cx, 0));
+                }
+                self.after(key);
+            }
+            Input::Unsubscribe { convo } => {
+                let key = self.key(&convo)?;
+                self.remove(key, None);
+            }
+            Input::StreamOpened { convo, stream } => {
+                let key = self.key(&convo)?;
+                self.with(key, |c, cx| c.stream_opened(cx, stream));
+                self.after(key);
+            }
+            Input::StreamEvent {
+                convo,
+                stream,
+                event,
+            } => {
+                let key = self.key(&convo)?;
+                self.with(key, |c, cx| c.stream_event(cx, stream, event));
+                self.after(key);
+            }
+            Input::StreamClosed {
+                convo,
+                stream,
+                error,
+            } => {
+                let key = self.key(&convo)?;
+                self.with(key, |c, cx| c.stream_closed(cx, stream, error));
+                self.after(key);
+            }
+            Input::FetchPage(page) => {
+                // A result for a fetch the machine is not waiting for is ignored.
+                if let Some(key) = self.inflight.remove(&page.request) {
+                    let request = page.request;
+                    self.with(key, |c, cx| c.on_page(cx, request, page.messages));
+                    self.after(key);
+                }
+            }
+            Input::FetchFailed { request, failure } => {
+                if let Some(key) = self.inflight.remove(&request) {
+                    self.with(key, |c, cx| c.on_fetch_failed(cx, failure));
+                    self.after(key);
+                }
+            }
+            Input::Resume { convo: Some(convo) } => {
+                let key = self.key(&convo)?;
+                self.with(key, |c, cx| c.resume(cx));
+                self.after(key);
+            }
+            Input::Resume { convo: None } => {
+                for slot in 0..self.slots.len() {
+                    let key = Key {
+                        slot: slot as u32,
+                        gen: self.slots[slot].gen,
+                    };
+                    if self.with(key, |c, cx| c.resume(cx)).is_some() {
+                        self.after(key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Does what is due at `now`. An early or spurious call does nothing.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        while let Some((at, key)) = self.timers.pop_due(self.now) {
+            let valid = self.convo_mut(key).is_some_and(|c| {
+                c.scheduled == Some(at) && {
+                    c.scheduled = None;
+                    true
+                }
+            });
+            if valid {
+                self.with(key, |c, cx| c.on_timer(cx));
+                self.after(key);
+            }
+        }
+        // Stale entries are dropped as they come due; rebuild if they pile up.
+        if self.timers.len() > 2 * self.index.len() + 1024 {
+            let live = self.slots.iter().enumerate().filter_map(|(i, s)| {
+                let c = s.convo.as_ref()?;
+                let at = c.scheduled?;
+                Some((
+                    at,
+                    Key {
+                        slot: i as u32,
+                        gen: s.gen,
+                    },
+                ))
+            });
+            self.timers.rebuild(live);
+        }
+        self.pump();
+    }
+
+    // ---- outputs ------------------------------------------------------------------
+
+    /// The next command, if any. Drain until `None` after every input.
+    #[must_use]
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next (`None`: nothing is
+    /// scheduled). Costs O(1) however many conversations are subscribed.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.peek()
+    }
+
+    // ---- internals ----------------------------------------------------------------
+
+    fn key(&self, convo: &ConvoId) -> Result<Key, InputError> {
+        let slot = *self
+            .index
+            .get(convo)
+            .ok_or_else(|| InputError::UnknownConvo(convo.clone()))?;
+        Ok(Key {
+            slot,
+            gen: self.slots[slot as usize].gen,
+        })
+    }
+
+    fn convo_mut(&mut self, key: Key) -> Option<&mut Convo> {
+        let slot = self.slots.get_mut(key.slot as usize)?;
+        if slot.gen != key.gen {
+            return None;
+        }
+        slot.convo.as_mut()
+    }
+
+    /// Runs `f` on a conversation with the shared context.
+    fn with<R>(&mut self, key: Key, f: impl FnOnce(&mut Convo, &mut Ctx) -> R) -> Option<R> {
+        let SyncMachine {
+            config,
+            now,
+            rng,
+            slots,
+            next_stream,
+            buffered_total,
+            commands,
+            ..
+        } = self;
+        let slot = slots.get_mut(key.slot as usize)?;
+        if slot.gen != key.gen {
+            return None;
+        }
+        let convo = slot.convo.as_mut()?;
+        let mut cx = Ctx {
+            config,
+            now: *now,
+            commands,
+            buffered_total,
+            rng,
+            next_stream,
+        };
+        Some(f(convo, &mut cx))
+    }
+
+    fn insert(&mut self, convo: Convo) -> Key {
+        let id = convo.id.clone();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize].convo = Some(convo);
+                slot
+            }
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    convo: Some(convo),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(id, slot);
+        Key {
+            slot,
+            gen: self.slots[slot as usize].gen,
+        }
+    }
+
+    fn remove(&mut self, key: Key, reason: Option<crate::Permanent>) {
+        let Some(slot) = self.slots.get_mut(key.slot as usize) else {
+            return;
+        };
+        if slot.gen != key.gen {
+            return;
+        }
+        let Some(mut convo) = slot.convo.take() else {
+            return;
+        };
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(key.slot);
+        self.index.remove(&convo.id);
+        self.buffered_total -= convo.drop_buffer();
+        if let FetchState::InFlight { request, .. } = convo.fetch.state {
+            self.inflight.remove(&request);
+        }
+        if let Stream::Opening { id, .. } | Stream::Open { id, .. } = convo.stream {
+            self.commands.push_back(Command::CloseStream {
+                convo: convo.id.clone(),
+                stream: id,
+            });
+        }
+        if let Some(reason) = reason {
+            self.commands.push_back(Command::Clear {
+                convo: convo.id,
+                reason,
+            });
+        }
+    }
+
+    /// After a conversation changed: clear it, queue its fetch, reschedule its timer.
+    fn after(&mut self, key: Key) {
+        let config = &self.config;
+        let Some(convo) = self
+            .slots
+            .get_mut(key.slot as usize)
+            .filter(|s| s.gen == key.gen)
+            .and_then(|s| s.convo.as_mut())
+        else {
+            return;
+        };
+        if let Some(reason) = convo.doomed.take() {
+            self.remove(key, Some(reason));
+            return;
+        }
+        let fetch = &mut convo.fetch;
+        if fetch.want && fetch.state == FetchState::Idle && fetch.retry_at.is_none() {
+            fetch.state = FetchState::Queued;
+            self.fetch_queue.push_back(key);
+        }
+        if let Some(at) = convo.next_deadline(config) {
+            if convo.scheduled.is_none_or(|s| at < s) {
+                convo.scheduled = Some(at);
+                self.timers.push(at, key);
+            }
+        }
+    }
+
+    /// Starts queued fetches while slots are free.
+    fn pump(&mut self) {
+        while self.inflight.len() < self.config.max_inflight_fetches {
+            let Some(key) = self.fetch_queue.pop_front() else {
+                break;
+            };
+            let id = RequestId(self.next_request);
+            let now = self.now;
+            let Some(convo) = self.convo_mut(key) else {
+                continue;
+            };
+            if convo.fetch.state != FetchState::Queued {
+                continue;
+            }
+            let (since, limit) = convo.start_fetch(id, now);
+            let request = FetchRequest {
+                id,
+                convo: convo.id.clone(),
+                since_seq: since,
+                since_id: convo.cp.last_id().cloned(),
+                limit,
+            };
+            self.next_request += 1;
+            self.inflight.insert(id, key);
+            self.commands.push_back(Command::Fetch(request));
+        }
+    }
+}

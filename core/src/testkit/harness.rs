@@ -1,0 +1,227 @@
+//! A scripted driver for named scenarios: the test says what the network does, step by
+//! step; the harness feeds the machine, drains it, and records a readable trace.
+
+use super::{format_command, Checker};
+use crate::{
+    Command, Config, ConvoId, Delivery, Failure, FetchRequest, Input, Message, Page, Seq,
+    StreamError, StreamEvent, StreamId, Subscription, SyncMachine, Time,
+};
+use hashbrown::HashMap;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Drives one machine by hand. Every input and command goes into the trace, with its time
+/// as an offset from the start; the invariant [`Checker`] sees every command.
+#[derive(Debug)]
+pub struct Harness {
+    machine: SyncMachine,
+    now: Time,
+    lines: Vec<String>,
+    fetches: VecDeque<FetchRequest>,
+    streams: HashMap<ConvoId, StreamId>,
+    delivered: Vec<Delivery>,
+    commands: Vec<Command>,
+    checker: Checker,
+}
+
+impl Harness {
+    /// A harness around a machine with `config`.
+    pub fn new(config: Config) -> Harness {
+        Harness {
+            machine: SyncMachine::new(config).expect("valid config"),
+            now: Time::ZERO,
+            lines: Vec::new(),
+            fetches: VecDeque::new(),
+            streams: HashMap::new(),
+            delivered: Vec::new(),
+            commands: Vec::new(),
+            checker: Checker::new(),
+        }
+    }
+
+    /// The machine, for its getters.
+    pub fn machine(&self) -> &SyncMachine {
+        &self.machine
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    fn line(&mut self, arrow: &str, text: String) {
+        self.lines
+            .push(format!("{:>8} {arrow} {text}", self.now.to_string()));
+    }
+
+    fn drain(&mut self) {
+        while let Some(c) = self.machine.poll_command() {
+            self.line(">", format_command(&c));
+            self.checker.command(&c);
+            match &c {
+                Command::Fetch(f) => self.fetches.push_back(f.clone()),
+                Command::OpenStream { convo, stream, .. } => {
+                    self.streams.insert(convo.clone(), *stream);
+                }
+                Command::Deliver(d) => self.delivered.push(d.clone()),
+                _ => {}
+            }
+            self.commands.push(c);
+        }
+    }
+
+    /// Feeds any input, recorded as `note`.
+    pub fn input(&mut self, note: &str, input: Input) {
+        self.line("<", note.to_string());
+        if let Err(e) = self.machine.handle(self.now, input) {
+            self.line("!", e.to_string());
+        }
+        self.drain();
+    }
+
+    /// Subscribes a conversation.
+    pub fn subscribe(&mut self, sub: Subscription) {
+        let note = format!(
+            "subscribe {} from {} live={}",
+            sub.convo, sub.checkpoint.seq, sub.live
+        );
+        self.input(&note, Input::Subscribe(sub));
+    }
+
+    fn stream_of(&self, convo: &str) -> StreamId {
+        *self
+            .streams
+            .get(&ConvoId::from(convo))
+            .expect("no stream was asked for")
+    }
+
+    /// The stream last asked for connects.
+    pub fn open(&mut self, convo: &str) {
+        let stream = self.stream_of(convo);
+        let input = Input::StreamOpened {
+            convo: convo.into(),
+            stream,
+        };
+        self.input(&format!("stream {convo} #{} opened", stream.0), input);
+    }
+
+    /// The stream ends.
+    pub fn close(&mut self, convo: &str, error: Option<StreamError>) {
+        let stream = self.stream_of(convo);
+        let note = format!("stream {convo} #{} closed {error:?}", stream.0);
+        let input = Input::StreamClosed {
+            convo: convo.into(),
+            stream,
+            error,
+        };
+        self.input(&note, input);
+    }
+
+    /// A message arrives over the stream.
+    pub fn stream(&mut self, convo: &str, message: Message) {
+        let note = format!("stream {convo} seq={} id={}", message.seq, message.id);
+        self.event(
+            convo,
+            &note,
+            StreamEvent::Message {
+                cursor: None,
+                message,
+            },
+        );
+    }
+
+    /// Any event arrives over the stream.
+    pub fn event(&mut self, convo: &str, note: &str, event: StreamEvent) {
+        let stream = self.stream_of(convo);
+        let input = Input::StreamEvent {
+            convo: convo.into(),
+            stream,
+            event,
+        };
+        self.input(note, input);
+    }
+
+    /// Lets virtual time pass, firing every deadline on the way.
+    pub fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        while let Some(t) = self.machine.poll_timeout() {
+            if t > until {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.machine.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = until;
+    }
+
+    /// Takes the oldest unanswered fetch.
+    pub fn take_fetch(&mut self) -> Option<FetchRequest> {
+        self.fetches.pop_front()
+    }
+
+    /// How many fetches are unanswered.
+    pub fn pending_fetches(&self) -> usize {
+        self.fetches.len()
+    }
+
+    /// Answers a fetch with a page.
+    pub fn answer(&mut self, fetch: &FetchRequest, messages: Vec<Message>) {
+        let seqs: Vec<String> = messages.iter().map(|m| m.seq.to_string()).collect();
+        self.checker.fetch_answered(&fetch.convo, fetch.id);
+        let note = format!("page r{} [{}]", fetch.id.0, seqs.join(", "));
+        let input = Input::FetchPage(Page {
+            request: fetch.id,
+            messages,
+        });
+        self.input(&note, input);
+    }
+
+    /// Answers a fetch with a failure.
+    pub fn fail(&mut self, fetch: &FetchRequest, failure: Failure) {
+        self.checker.fetch_answered(&fetch.convo, fetch.id);
+        let note = format!("fetch r{} failed {failure:?}", fetch.id.0);
+        let input = Input::FetchFailed {
+            request: fetch.id,
+            failure,
+        };
+        self.input(&note, input);
+    }
+
+    /// The seqs delivered in `convo`, in delivery order.
+    pub fn delivered_seqs(&self, convo: &str) -> Vec<u64> {
+        self.delivered
+            .iter()
+            .filter(|d| d.convo.as_str() == convo)
+            .map(|d| d.message.seq.0)
+            .collect()
+    }
+
+    /// Every delivery so far.
+    pub fn deliveries(&self) -> &[Delivery] {
+        &self.delivered
+    }
+
+    /// Every command so far.
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
+    }
+
+    /// The trace so far, one line per input (`<`) and command (`>`).
+    pub fn trace(&self) -> String {
+        self.lines.join("\n") + "\n"
+    }
+
+    /// Panics with the trace if an invariant was broken.
+    pub fn assert_invariants(&self) {
+        let v = self.checker.violations();
+        assert!(v.is_empty(), "violations: {v:?}\n{}", self.trace());
+    }
+
+    /// The checkpoint's seq for `convo`.
+    pub fn position(&self, convo: &str) -> Seq {
+        self.machine
+            .checkpoint(&convo.into())
+            .map_or(Seq::ZERO, |c| c.seq)
+    }
+}

@@ -1,0 +1,22 @@
+//! A deterministic simulation for tests, fuzzing and benches (feature `testkit`).
+//!
+//! - [`SimServer`]: per-conversation logs as the real Catbird server keeps them — seqs by
+//!   `MAX(seq)+1` with holes, shared seqs, late commits, expiry, ephemeral messages,
+//!   epochs that go back, pages ordered by `(epoch, seq)` and cut at `limit`.
+//! - [`Sim`]: that server behind a network that drops, duplicates, reorders, delays and cuts
+//!   stream events and fails or slows fetches, all from a seed; a virtual clock that jumps to
+//!   the next deadline; a store that keeps what was delivered and restarts the machine from
+//!   it; and a [`Checker`] that checks `DESIGN.md`'s invariants on every command.
+//! - [`Harness`]: a scripted driver for named scenarios, recording a readable trace.
+
+mod check;
+mod harness;
+mod server;
+mod sim;
+mod trace;
+
+pub use check::{Checker, Violation};
+pub use harness::Harness;
+pub use server::{ServerFaults, SimServer};
+pub use sim::{Faults, Sim, SimConfig, SimReport};
+pub use trace::format_command;

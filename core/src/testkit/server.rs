@@ -1,0 +1,249 @@
+//! The simulated server: one log per conversation, as the real server keeps it.
+
+use crate::rng::Rng;
+use crate::{Cursor, Epoch, Message, MessageId, MessageKind, Seq, Time};
+use std::collections::BTreeMap;
+
+/// How the server itself misbehaves (per mille per message sent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerFaults {
+    /// A seq is skipped for good (a rolled-back insert, a deleted message).
+    pub hole: u16,
+    /// The message gets the seq of the one before it (`MAX(seq)+1` race).
+    pub shared: u16,
+    /// The message commits late: visible after the next one.
+    pub late: u16,
+    /// The message expires soon after it is sent.
+    pub expire: u16,
+    /// The message is ephemeral (`seq = 0`, stream only).
+    pub ephemeral: u16,
+    /// The sender is one epoch behind.
+    pub epoch_back: u16,
+    /// The message is an MLS commit (replayed on stream resume, as the real server does).
+    pub commit: u16,
+}
+
+/// A message in the server's log.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The message.
+    pub message: Message,
+    /// The stream cursor of its event.
+    pub cursor: Cursor,
+    /// When it became visible (`None`: not yet).
+    pub visible: Option<Time>,
+    /// When it expired.
+    pub expired: Option<Time>,
+    /// Whether it shares its seq with an earlier message.
+    pub shares_seq: bool,
+}
+
+/// Per-conversation logs.
+#[derive(Debug)]
+pub struct SimServer {
+    convos: BTreeMap<String, Log>,
+    faults: ServerFaults,
+    rng: Rng,
+    next_cursor: u64,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    stored: Vec<Stored>,
+    max_seq: u64,
+    epoch: u64,
+    next_shares: bool,
+    sent: u64,
+}
+
+impl Log {
+    fn top_visible(&self) -> bool {
+        let top = Seq(self.max_seq);
+        self.stored
+            .iter()
+            .filter(|s| s.message.seq == top)
+            .all(|s| s.visible.is_some())
+    }
+}
+
+impl SimServer {
+    /// An empty server.
+    pub fn new(seed: u64, faults: ServerFaults) -> SimServer {
+        SimServer {
+            convos: BTreeMap::new(),
+            faults,
+            rng: Rng::new(seed ^ 0xA5A5_5A5A),
+            next_cursor: 0,
+        }
+    }
+
+    fn roll(&mut self, per_mille: u16) -> bool {
+        per_mille > 0 && self.rng.up_to(999) < u64::from(per_mille)
+    }
+
+    /// Sends one message in `convo` at `now`. Returns its index in the log and whether it
+    /// is to expire (then `expire` must be called later). It is visible at once unless it
+    /// commits late (then `make_visible` must be called later).
+    pub fn send(&mut self, convo: &str, now: Time) -> (usize, bool) {
+        let f = self.faults.clone();
+        let ephemeral = self.roll(f.ephemeral);
+        let hole = self.roll(f.hole);
+        let shared = self.roll(f.shared);
+        let late = self.roll(f.late);
+        let expire = self.roll(f.expire);
+        let back = self.roll(f.epoch_back);
+        let commit = self.roll(f.commit);
+        let new_epoch = self.roll(50);
+        self.next_cursor += 1;
+        let cursor = Cursor::new(format!("{:012}", self.next_cursor));
+        let log = self.convos.entry(convo.to_string()).or_default();
+        log.sent += 1;
+        let id = MessageId::new(format!("{convo}-m{}", log.sent));
+        let (seq, shares_seq) = if ephemeral {
+            (0, false)
+        } else if std::mem::take(&mut log.next_shares) && log.top_visible() {
+            (log.max_seq, true)
+        } else {
+            if hole {
+                log.max_seq += 1;
+            }
+            log.max_seq += 1;
+            // Decided now so that both messages of the pair are known as sharing from the
+            // start; only beside a visible message, since a late commit sharing a seq whose
+            // stream event is lost is the one loss paging by seq cannot see (README, "Limits").
+            log.next_shares = shared && !late;
+            (log.max_seq, log.next_shares)
+        };
+        if new_epoch && !ephemeral {
+            log.epoch += 1;
+        }
+        let epoch = if back {
+            log.epoch.saturating_sub(1)
+        } else {
+            log.epoch
+        };
+        let message = Message {
+            id,
+            seq: Seq(seq),
+            epoch: Epoch(epoch),
+            kind: if commit {
+                MessageKind::Commit
+            } else {
+                MessageKind::App
+            },
+            payload: vec![seq as u8; 4],
+            created_at: None,
+        };
+        log.stored.push(Stored {
+            message,
+            cursor,
+            visible: (!late).then_some(now),
+            expired: None,
+            shares_seq,
+        });
+        (log.stored.len() - 1, expire)
+    }
+
+    /// The ids of every message at `seq`.
+    pub fn ids_at(&self, convo: &str, seq: Seq) -> Vec<MessageId> {
+        self.convos.get(convo).map_or_else(Vec::new, |log| {
+            log.stored
+                .iter()
+                .filter(|s| s.message.seq == seq)
+                .map(|s| s.message.id.clone())
+                .collect()
+        })
+    }
+
+    /// The stored message at `index`.
+    pub fn stored(&self, convo: &str, index: usize) -> &Stored {
+        &self.convos[convo].stored[index]
+    }
+
+    /// Makes a late message visible.
+    pub fn make_visible(&mut self, convo: &str, index: usize, now: Time) {
+        if let Some(s) = self
+            .convos
+            .get_mut(convo)
+            .and_then(|l| l.stored.get_mut(index))
+        {
+            s.visible.get_or_insert(now);
+        }
+    }
+
+    /// Expires a message: it is no longer served.
+    pub fn expire(&mut self, convo: &str, index: usize, now: Time) {
+        if let Some(s) = self
+            .convos
+            .get_mut(convo)
+            .and_then(|l| l.stored.get_mut(index))
+        {
+            s.expired.get_or_insert(now);
+        }
+    }
+
+    fn served(s: &Stored) -> bool {
+        s.visible.is_some() && s.expired.is_none() && s.message.seq > Seq::ZERO
+    }
+
+    /// `getMessages`: seq above `since`, ordered by `(epoch, seq)`, at most `limit`.
+    pub fn page(&self, convo: &str, since: Seq, limit: u16) -> Vec<Message> {
+        let Some(log) = self.convos.get(convo) else {
+            return Vec::new();
+        };
+        let mut page: Vec<&Stored> = log
+            .stored
+            .iter()
+            .filter(|s| Self::served(s) && s.message.seq > since)
+            .collect();
+        page.sort_by_key(|s| (s.message.epoch, s.message.seq));
+        page.truncate(usize::from(limit));
+        page.into_iter().map(|s| s.message.clone()).collect()
+    }
+
+    /// Commit messages after `cursor` (what the real server replays on resume).
+    pub fn replay_after(&self, convo: &str, cursor: &Cursor) -> Vec<(Cursor, Message)> {
+        self.convos.get(convo).map_or_else(Vec::new, |log| {
+            log.stored
+                .iter()
+                .filter(|s| {
+                    Self::served(s) && s.message.kind == MessageKind::Commit && s.cursor > *cursor
+                })
+                .map(|s| (s.cursor.clone(), s.message.clone()))
+                .collect()
+        })
+    }
+
+    /// Every message the server serves now, per conversation.
+    pub fn served_now(&self) -> impl Iterator<Item = (&str, &Stored)> {
+        self.convos.iter().flat_map(|(c, log)| {
+            log.stored
+                .iter()
+                .filter(|s| Self::served(s))
+                .map(move |s| (c.as_str(), s))
+        })
+    }
+
+    /// Whether a message at `seq` was visible by `visible_by` and not expired before
+    /// `still_at`: then no correct client can have seen it missing in between.
+    pub fn served_throughout(
+        &self,
+        convo: &str,
+        seq: Seq,
+        visible_by: Time,
+        still_at: Time,
+    ) -> bool {
+        self.convos.get(convo).is_some_and(|log| {
+            log.stored.iter().any(|s| {
+                s.message.seq == seq
+                    && s.visible.is_some_and(|v| v <= visible_by)
+                    && s.expired.is_none_or(|e| e >= still_at)
+            })
+        })
+    }
+
+    /// Turns the server's own faults off from now on.
+    pub fn calm(&mut self) {
+        self.faults = ServerFaults::default();
+    }
+}

@@ -1,0 +1,722 @@
+//! The simulated world: server, lossy network, virtual clock, store, restarts.
+
+use super::{format_command, Checker, ServerFaults, SimServer, Violation};
+use crate::rng::Rng;
+use crate::{
+    Checkpoint, Command, Config, ConvoId, Cursor, Failure, FetchRequest, Input, MessageId, Order,
+    Page, RequestId, Seq, StreamError, StreamEvent, StreamId, Subscription, SyncMachine, Time,
+    SLOW_CONSUMER,
+};
+use hashbrown::{HashMap, HashSet};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What the network and the server do wrong, per mille, while faults are on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// A stream event is lost.
+    pub drop: u16,
+    /// A stream event arrives twice.
+    pub duplicate: u16,
+    /// A stream event is lost and the server says `slow-consumer`.
+    pub slow_consumer: u16,
+    /// A stream, once open, is cut after a random time.
+    pub cut: u16,
+    /// A stream fails to open.
+    pub connect_fail: u16,
+    /// A fetch fails (5xx, timeout).
+    pub fetch_fail: u16,
+    /// A fetch gets 429 with `Retry-After: 1`.
+    pub rate_limit: u16,
+    /// A fetch gets 401.
+    pub unauthorized: u16,
+    /// Stream events are delayed by up to this (which reorders them).
+    pub max_delay_ms: u64,
+    /// Fetches take up to this, each way.
+    pub fetch_delay_ms: u64,
+    /// What the server itself does.
+    pub server: ServerFaults,
+}
+
+/// One simulated run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seed of everything random in the run.
+    pub seed: u64,
+    /// Conversations.
+    pub convos: usize,
+    /// Messages sent per conversation.
+    pub messages: usize,
+    /// Mean time between two sends in one conversation.
+    pub send_interval_ms: u64,
+    /// Every n-th conversation is subscribed without a stream (0: none).
+    pub catch_up_only_every: usize,
+    /// Faults, on until `faults_until`.
+    pub faults: Faults,
+    /// When faults stop (network and server calm down; server faults stop too).
+    pub faults_until: Time,
+    /// When the machine is killed and restarted from the store.
+    pub restarts: Vec<Time>,
+    /// How long after the last send and the end of faults everything must be delivered.
+    pub settle: Duration,
+    /// Period of the server's keepalives.
+    pub keepalive: Duration,
+    /// Record every command line (for snapshots and determinism); otherwise only a digest.
+    pub keep_trace: bool,
+    /// The machine's configuration.
+    pub machine: Config,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            convos: 3,
+            messages: 50,
+            send_interval_ms: 200,
+            catch_up_only_every: 3,
+            faults: Faults::default(),
+            faults_until: Time::ZERO,
+            restarts: Vec::new(),
+            settle: Duration::from_secs(300),
+            keepalive: Duration::from_secs(15),
+            keep_trace: false,
+            machine: Config::default(),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Messages delivered (ephemeral included).
+    pub delivered: usize,
+    /// Seq ranges skipped.
+    pub skipped: usize,
+    /// Fetches made.
+    pub fetches: usize,
+    /// Streams opened.
+    pub streams: usize,
+    /// Anomalies reported.
+    pub anomalies: usize,
+    /// Messages the server serves at the end.
+    pub served: usize,
+    /// Broken invariants.
+    pub violations: Vec<Violation>,
+    /// Every command, one per line, when `keep_trace`.
+    pub trace: Vec<String>,
+    /// FNV-1a over every trace line, kept or not.
+    pub digest: u64,
+    /// When the run ended.
+    pub end: Time,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Send {
+        convo: usize,
+    },
+    Visible {
+        convo: usize,
+        index: usize,
+    },
+    Expire {
+        convo: usize,
+        index: usize,
+    },
+    ToMachine {
+        gen: u32,
+        input: Input,
+        fetch: Option<(usize, RequestId)>,
+    },
+    ServerFetch {
+        gen: u32,
+        convo: usize,
+        req: FetchRequest,
+    },
+    Connect {
+        gen: u32,
+        convo: usize,
+        stream: StreamId,
+        cursor: Option<Cursor>,
+    },
+    Cut {
+        gen: u32,
+        convo: usize,
+        stream: StreamId,
+    },
+    Keepalive {
+        gen: u32,
+        convo: usize,
+        stream: StreamId,
+    },
+    Restart,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stored {
+    cp: Checkpoint,
+    recent: Vec<(Seq, MessageId)>,
+}
+
+/// The simulated world around one machine. Use [`Sim::run`].
+#[derive(Debug)]
+pub struct Sim {
+    cfg: SimConfig,
+    rng: Rng,
+    now: Time,
+    events: BTreeMap<(Time, u64), Ev>,
+    next_event: u64,
+    machine: SyncMachine,
+    gen: u32,
+    server: SimServer,
+    names: Vec<ConvoId>,
+    index: HashMap<ConvoId, usize>,
+    streams: Vec<Option<(StreamId, bool)>>,
+    store: Vec<Stored>,
+    sent: Vec<usize>,
+    /// Messages sharing a seq: the network never loses them (a loss would be undetectable
+    /// by any client that pages by seq; see the README's limits).
+    companions: HashSet<MessageId>,
+    checker: Checker,
+    report: SimReport,
+}
+
+fn fnv(mut h: u64, s: &str) -> u64 {
+    for b in s.bytes().chain(std::iter::once(b'\n')) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01B3);
+    }
+    h
+}
+
+impl Sim {
+    /// Runs a whole simulation and checks every invariant, liveness included.
+    pub fn run(cfg: SimConfig) -> SimReport {
+        let mut sim = Sim::new(cfg);
+        sim.drive();
+        sim.finish()
+    }
+
+    fn new(cfg: SimConfig) -> Sim {
+        let mut machine_cfg = cfg.machine.clone();
+        machine_cfg.rng_seed = cfg.seed;
+        let machine = SyncMachine::new(machine_cfg).expect("valid machine config");
+        let names: Vec<ConvoId> = (0..cfg.convos)
+            .map(|i| ConvoId::new(format!("c{i}")))
+            .collect();
+        let index = names
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, n)| (n, i))
+            .collect();
+        let mut sim = Sim {
+            rng: Rng::new(cfg.seed),
+            now: Time::ZERO,
+            events: BTreeMap::new(),
+            next_event: 0,
+            machine,
+            gen: 0,
+            server: SimServer::new(cfg.seed, cfg.faults.server.clone()),
+            streams: vec![None; cfg.convos],
+            store: vec![Stored::default(); cfg.convos],
+            sent: vec![0; cfg.convos],
+            companions: HashSet::new(),
+            checker: Checker::new(),
+            report: SimReport {
+                digest: 0xCBF2_9CE4_8422_2325,
+                ..SimReport::default()
+            },
+            names,
+            index,
+            cfg,
+        };
+        for c in 0..sim.cfg.convos {
+            let at = sim.rng.up_to(sim.cfg.send_interval_ms);
+            sim.schedule(Time::from_millis(at), Ev::Send { convo: c });
+        }
+        for &t in &sim.cfg.restarts.clone() {
+            sim.schedule(t, Ev::Restart);
+        }
+        sim.subscribe_all();
+        sim
+    }
+
+    fn faulty(&self) -> bool {
+        self.now < self.cfg.faults_until
+    }
+
+    fn roll(&mut self, per_mille: u16) -> bool {
+        self.faulty() && per_mille > 0 && self.rng.up_to(999) < u64::from(per_mille)
+    }
+
+    fn schedule(&mut self, at: Time, ev: Ev) {
+        self.next_event += 1;
+        self.events.insert((at.max(self.now), self.next_event), ev);
+    }
+
+    fn stream_delay(&mut self) -> Duration {
+        let ms = if self.faulty() {
+            1 + self.rng.up_to(self.cfg.faults.max_delay_ms)
+        } else {
+            5
+        };
+        Duration::from_millis(ms)
+    }
+
+    fn fetch_delay(&mut self) -> Duration {
+        let ms = if self.faulty() {
+            1 + self.rng.up_to(self.cfg.faults.fetch_delay_ms)
+        } else {
+            5
+        };
+        Duration::from_millis(ms)
+    }
+
+    fn to_machine(&mut self, after: Duration, input: Input, fetch: Option<(usize, RequestId)>) {
+        let gen = self.gen;
+        self.schedule(self.now + after, Ev::ToMachine { gen, input, fetch });
+    }
+
+    fn subscribe_all(&mut self) {
+        for c in 0..self.cfg.convos {
+            let live =
+                self.cfg.catch_up_only_every == 0 || (c + 1) % self.cfg.catch_up_only_every != 0;
+            let stored = self.store[c].clone();
+            let sub = Subscription {
+                convo: self.names[c].clone(),
+                checkpoint: stored.cp,
+                recent: stored.recent,
+                live,
+            };
+            self.machine_input(Input::Subscribe(sub));
+        }
+    }
+
+    fn machine_input(&mut self, input: Input) {
+        if let Err(e) = self.machine.handle(self.now, input) {
+            self.checker.violation(format!("input refused: {e}"));
+        }
+        self.drain();
+    }
+
+    fn drive(&mut self) {
+        let last_send = self.cfg.messages as u64 * self.cfg.send_interval_ms * 2;
+        let end =
+            Time::from_millis(last_send.max(self.cfg.faults_until.as_millis())) + self.cfg.settle;
+        loop {
+            let next_ev = self.events.keys().next().map(|k| k.0);
+            let next_timer = self.machine.poll_timeout();
+            let t = match (next_ev, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            if next_timer.is_some_and(|b| b <= t) {
+                self.machine.handle_timeout(self.now);
+                self.drain();
+                continue;
+            }
+            let Some((_, ev)) = self.events.pop_first() else {
+                break;
+            };
+            self.event(ev);
+        }
+        self.now = end;
+        self.report.end = end;
+    }
+
+    fn event(&mut self, ev: Ev) {
+        match ev {
+            Ev::Send { convo } => self.send(convo),
+            Ev::Visible { convo, index } => {
+                let name = self.names[convo].clone();
+                self.server.make_visible(name.as_str(), index, self.now);
+                self.broadcast(convo, index);
+            }
+            Ev::Expire { convo, index } => {
+                let name = self.names[convo].clone();
+                self.server.expire(name.as_str(), index, self.now);
+            }
+            Ev::ToMachine { gen, input, fetch } => {
+                if gen != self.gen {
+                    return;
+                }
+                if let Some((c, request)) = fetch {
+                    let name = self.names[c].clone();
+                    self.checker.fetch_answered(&name, request);
+                }
+                self.machine_input(input);
+            }
+            Ev::ServerFetch { gen, convo, req } => {
+                if gen != self.gen {
+                    return;
+                }
+                let page = self
+                    .server
+                    .page(self.names[convo].as_str(), req.since_seq, req.limit);
+                if self.cfg.keep_trace {
+                    let ids: Vec<&str> = page.iter().map(|m| m.id.as_str()).collect();
+                    let line = format!(
+                        "{:>9} < page {} r{} [{}]",
+                        self.now.to_string(),
+                        req.convo,
+                        req.id.0,
+                        ids.join(" ")
+                    );
+                    self.report.trace.push(line);
+                }
+                let d = self.fetch_delay();
+                let input = Input::FetchPage(Page {
+                    request: req.id,
+                    messages: page,
+                });
+                self.to_machine(d, input, Some((convo, req.id)));
+            }
+            Ev::Connect {
+                gen,
+                convo,
+                stream,
+                cursor,
+            } => self.connect(gen, convo, stream, cursor),
+            Ev::Cut { gen, convo, stream } => {
+                if gen == self.gen && self.streams[convo] == Some((stream, true)) {
+                    self.streams[convo] = None;
+                    let input = Input::StreamClosed {
+                        convo: self.names[convo].clone(),
+                        stream,
+                        error: Some(StreamError::Transient),
+                    };
+                    self.machine_input(input);
+                }
+            }
+            Ev::Keepalive { gen, convo, stream } => {
+                if gen == self.gen && self.streams[convo] == Some((stream, true)) {
+                    let input = Input::StreamEvent {
+                        convo: self.names[convo].clone(),
+                        stream,
+                        event: StreamEvent::Keepalive,
+                    };
+                    self.machine_input(input);
+                    let at = self.now + self.cfg.keepalive;
+                    self.schedule(at, Ev::Keepalive { gen, convo, stream });
+                }
+            }
+            Ev::Restart => {
+                // Everything in flight dies with the process; what was stored survives.
+                self.gen += 1;
+                self.streams.iter_mut().for_each(|s| *s = None);
+                let mut cfg = self.cfg.machine.clone();
+                cfg.rng_seed = self.cfg.seed.wrapping_add(u64::from(self.gen));
+                self.machine = SyncMachine::new(cfg).expect("valid machine config");
+                self.checker.restarted();
+                self.trace_line("-- restart --".to_string());
+                self.subscribe_all();
+            }
+        }
+    }
+
+    fn send(&mut self, convo: usize) {
+        if self.sent[convo] >= self.cfg.messages {
+            return;
+        }
+        self.sent[convo] += 1;
+        let faulty = self.faulty();
+        if !faulty {
+            self.server_calm();
+        }
+        let name = self.names[convo].clone();
+        let (index, expire) = self.server.send(name.as_str(), self.now);
+
+        let stored = self.server.stored(name.as_str(), index);
+        if stored.shares_seq {
+            self.companions.insert(stored.message.id.clone());
+        }
+        if stored.visible.is_none() {
+            // Late commit: visible well within `hole_grace`.
+            let grace = self.cfg.machine.hole_grace.as_millis() as u64;
+            let late = 1 + self.rng.up_to((grace / 2).saturating_sub(1));
+            self.schedule(
+                self.now + Duration::from_millis(late),
+                Ev::Visible { convo, index },
+            );
+        } else {
+            self.broadcast(convo, index);
+        }
+        if expire {
+            let after = 1 + self.rng.up_to(10_000);
+            self.schedule(
+                self.now + Duration::from_millis(after),
+                Ev::Expire { convo, index },
+            );
+        }
+        let gap = 1 + self.rng.up_to(self.cfg.send_interval_ms * 2);
+        self.schedule(self.now + Duration::from_millis(gap), Ev::Send { convo });
+    }
+
+    /// Once faults stop, the server stops misbehaving too (no new holes or expiries), so
+    /// that "everything the server holds is delivered" has a fixed target.
+    fn server_calm(&mut self) {
+        self.server.calm();
+    }
+
+    fn broadcast(&mut self, convo: usize, index: usize) {
+        let Some((stream, true)) = self.streams[convo] else {
+            return;
+        };
+        let name = self.names[convo].clone();
+        let stored = self.server.stored(name.as_str(), index);
+        let message = stored.message.clone();
+        let cursor = Some(stored.cursor.clone());
+        let protected = self.companions.contains(&message.id);
+
+        let faults = self.cfg.faults.clone();
+        if !protected && self.roll(faults.drop) {
+            return;
+        }
+        if !protected && self.roll(faults.slow_consumer) {
+            let d = self.stream_delay();
+            let event = StreamEvent::Info {
+                cursor,
+                info: SLOW_CONSUMER.to_string(),
+            };
+            self.to_machine(
+                d,
+                Input::StreamEvent {
+                    convo: name,
+                    stream,
+                    event,
+                },
+                None,
+            );
+            return;
+        }
+        let copies = if self.roll(faults.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let d = self.stream_delay();
+            let event = StreamEvent::Message {
+                cursor: cursor.clone(),
+                message: message.clone(),
+            };
+            let input = Input::StreamEvent {
+                convo: name.clone(),
+                stream,
+                event,
+            };
+            self.to_machine(d, input, None);
+        }
+    }
+
+    fn connect(&mut self, gen: u32, convo: usize, stream: StreamId, cursor: Option<Cursor>) {
+        if gen != self.gen || self.streams[convo] != Some((stream, false)) {
+            return;
+        }
+        let name = self.names[convo].clone();
+        if self.roll(self.cfg.faults.connect_fail) {
+            self.streams[convo] = None;
+            let error = Some(StreamError::Transient);
+            self.machine_input(Input::StreamClosed {
+                convo: name,
+                stream,
+                error,
+            });
+            return;
+        }
+        self.streams[convo] = Some((stream, true));
+        self.machine_input(Input::StreamOpened {
+            convo: name.clone(),
+            stream,
+        });
+        // Like the real server: a resume replays commits after the cursor, no app messages.
+        if let Some(cursor) = cursor {
+            for (i, (cursor, message)) in self
+                .server
+                .replay_after(name.as_str(), &cursor)
+                .into_iter()
+                .enumerate()
+            {
+                let event = StreamEvent::Message {
+                    cursor: Some(cursor),
+                    message,
+                };
+                let input = Input::StreamEvent {
+                    convo: name.clone(),
+                    stream,
+                    event,
+                };
+                self.to_machine(Duration::from_millis(i as u64), input, None);
+            }
+        }
+        let at = self.now + self.cfg.keepalive;
+        self.schedule(at, Ev::Keepalive { gen, convo, stream });
+        if self.roll(self.cfg.faults.cut) {
+            let after = Duration::from_millis(1 + self.rng.up_to(20_000));
+            self.schedule(self.now + after, Ev::Cut { gen, convo, stream });
+        }
+    }
+
+    fn trace_line(&mut self, line: String) {
+        self.report.digest = fnv(self.report.digest, &line);
+        if self.cfg.keep_trace {
+            self.report.trace.push(line);
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(command) = self.machine.poll_command() {
+            let line = format!("{:>9} {}", self.now.to_string(), format_command(&command));
+            self.trace_line(line);
+            self.checker.command(&command);
+            self.command(command);
+        }
+        let total = self.machine.buffered_total();
+        let cfg = &self.cfg.machine;
+        if total > cfg.max_buffered_total {
+            self.checker
+                .violation(format!("{total} messages buffered in all"));
+        }
+        for name in &self.names {
+            let n = self.machine.buffered(name);
+            if n > cfg.max_buffered {
+                self.checker
+                    .violation(format!("{name}: {n} messages buffered"));
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::OpenStream {
+                convo,
+                stream,
+                cursor,
+            } => {
+                let c = self.index[&convo];
+                self.report.streams += 1;
+                self.streams[c] = Some((stream, false));
+                let d = self.stream_delay();
+                let gen = self.gen;
+                self.schedule(
+                    self.now + d,
+                    Ev::Connect {
+                        gen,
+                        convo: c,
+                        stream,
+                        cursor,
+                    },
+                );
+            }
+            Command::CloseStream { convo, stream } => {
+                let c = self.index[&convo];
+                if self.streams[c].is_some_and(|(s, _)| s == stream) {
+                    self.streams[c] = None;
+                }
+            }
+            Command::Fetch(req) => {
+                self.report.fetches += 1;
+                let c = self.index[&req.convo];
+                let faults = self.cfg.faults.clone();
+                let d = self.fetch_delay();
+                let failure = if self.roll(faults.fetch_fail) {
+                    Some(Failure::Transient)
+                } else if self.roll(faults.rate_limit) {
+                    Some(Failure::RateLimited {
+                        retry_after: Some(Duration::from_secs(1)),
+                    })
+                } else if self.roll(faults.unauthorized) {
+                    Some(Failure::Unauthorized)
+                } else {
+                    None
+                };
+                match failure {
+                    Some(failure) => {
+                        let input = Input::FetchFailed {
+                            request: req.id,
+                            failure,
+                        };
+                        self.to_machine(d, input, Some((c, req.id)));
+                    }
+                    None => {
+                        let gen = self.gen;
+                        self.schedule(self.now + d, Ev::ServerFetch { gen, convo: c, req });
+                    }
+                }
+            }
+            Command::Deliver(d) => {
+                let c = self.index[&d.convo];
+                if d.order != Order::Ephemeral {
+                    let store = &mut self.store[c];
+                    store.cp = d.checkpoint;
+                    store.recent.push((d.message.seq, d.message.id));
+                    if store.recent.len() > 512 {
+                        store.recent.drain(..256);
+                    }
+                }
+            }
+            Command::Skipped {
+                convo,
+                from,
+                to,
+                checkpoint,
+            } => {
+                let c = self.index[&convo];
+                self.store[c].cp = checkpoint;
+                self.report.skipped += 1;
+                // The fetch that confirmed it was answered at most a round trip ago.
+                let slack = Duration::from_millis(2 * self.cfg.faults.fetch_delay_ms + 20);
+                let since = Time::from_millis(
+                    self.now
+                        .as_millis()
+                        .saturating_sub(slack.as_millis() as u64),
+                );
+                for s in from.0..=to.0.min(from.0 + 10_000) {
+                    if self
+                        .server
+                        .served_throughout(convo.as_str(), Seq(s), since, self.now)
+                    {
+                        self.checker.violation(format!(
+                            "{convo}: skipped seq {s}, which the server serves"
+                        ));
+                    }
+                }
+            }
+            Command::Clear { convo, reason } => {
+                self.checker.violation(format!(
+                    "{convo}: cleared ({reason:?}) though the server never refused"
+                ));
+            }
+            Command::Anomaly { .. } => self.report.anomalies += 1,
+            Command::Event { .. } => {}
+        }
+    }
+
+    fn finish(mut self) -> SimReport {
+        // Liveness: every message the server serves now was delivered.
+        let mut lost = Vec::new();
+        let mut served = 0;
+        for (convo, stored) in self.server.served_now() {
+            served += 1;
+            let name = ConvoId::from(convo);
+            if !self.checker.was_delivered(&name, &stored.message.id) {
+                lost.push(format!(
+                    "{convo}: seq {} ({}) never delivered",
+                    stored.message.seq, stored.message.id
+                ));
+            }
+        }
+        for l in lost {
+            self.checker.violation(l);
+        }
+        self.report.served = served;
+        self.report.delivered = self.checker.delivered();
+        self.report.violations = self.checker.violations();
+        self.report
+    }
+}

@@ -1,0 +1,66 @@
+//! One line per command, times as offsets from the start: what snapshots record.
+
+use crate::{Command, Order, StreamEvent};
+use std::fmt::Write;
+
+/// A command as one short line.
+pub fn format_command(command: &Command) -> String {
+    let mut s = String::new();
+    match command {
+        Command::OpenStream {
+            convo,
+            stream,
+            cursor,
+        } => {
+            let _ = write!(s, "open-stream {convo} #{}", stream.0);
+            if let Some(c) = cursor {
+                let _ = write!(s, " cursor={c}");
+            }
+        }
+        Command::CloseStream { convo, stream } => {
+            let _ = write!(s, "close-stream {convo} #{}", stream.0);
+        }
+        Command::Fetch(f) => {
+            let _ = write!(
+                s,
+                "fetch {} r{} since={} limit={}",
+                f.convo, f.id.0, f.since_seq, f.limit
+            );
+        }
+        Command::Deliver(d) => {
+            let tag = match d.order {
+                Order::InOrder => "",
+                Order::SharesSeq => " (shares seq)",
+                Order::Ephemeral => " (ephemeral)",
+            };
+            let _ = write!(
+                s,
+                "deliver {} seq={} id={}{tag} -> cp={}",
+                d.convo, d.message.seq, d.message.id, d.checkpoint.seq
+            );
+        }
+        Command::Event { convo, event } => {
+            let kind = match event {
+                StreamEvent::Info { info, .. } => format!("info {info}"),
+                StreamEvent::Other { kind, .. } => kind.clone(),
+                other => format!("{other:?}"),
+            };
+            let _ = write!(s, "event {convo} {kind}");
+        }
+        Command::Skipped {
+            convo,
+            from,
+            to,
+            checkpoint,
+        } => {
+            let _ = write!(s, "skipped {convo} {from}..={to} -> cp={}", checkpoint.seq);
+        }
+        Command::Clear { convo, reason } => {
+            let _ = write!(s, "clear {convo} {reason:?}");
+        }
+        Command::Anomaly { convo, anomaly } => {
+            let _ = write!(s, "anomaly {convo} {anomaly:?}");
+        }
+    }
+    s
+}
