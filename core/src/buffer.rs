@@ -76,10 +76,10 @@ impl Buffer {
         }
     }
 
-    /// Removes and returns the messages at `seq`, if it is the lowest seq buffered.
-    pub(crate) fn pop_first_if(&mut self, seq: Seq) -> Option<SmallVec<[Message; 1]>> {
+    /// Removes and returns the lowest seq's messages, if that seq is at most `up_to`.
+    pub(crate) fn pop_first_up_to(&mut self, up_to: Seq) -> Option<SmallVec<[Message; 1]>> {
         let entry = self.by_seq.first_entry()?;
-        if *entry.key() != seq {
+        if *entry.key() > up_to {
             return None;
         }
         let msgs = entry.remove();
@@ -127,8 +127,8 @@ mod tests {
             b.gaps_above(Seq(2)).as_slice(),
             &[(Seq(3), Seq(4)), (Seq(6), Seq(6))]
         );
-        assert!(b.pop_first_if(Seq(4)).is_none());
-        assert_eq!(b.pop_first_if(Seq(5)).unwrap()[0].id.as_str(), "a");
+        assert!(b.pop_first_up_to(Seq(4)).is_none());
+        assert_eq!(b.pop_first_up_to(Seq(6)).unwrap()[0].id.as_str(), "a");
         assert_eq!(b.clear(), 1);
         assert!(b.is_empty());
     }

@@ -82,6 +82,9 @@ pub(crate) struct Fetch {
     pub(crate) retry_at: Option<Time>,
     failures: u32,
     limit: u16,
+    /// The recheck position was lowered while the fetch was in flight: its answer, computed
+    /// by the server earlier, does not settle it.
+    recheck_moved: bool,
     /// Full pages in a row that made no progress.
     stalled: u32,
 }
@@ -167,6 +170,7 @@ impl Convo {
                 want: !live,
                 retry_at: None,
                 failures: 0,
+                recheck_moved: false,
                 limit: config.page_limit,
                 stalled: 0,
             },
@@ -192,8 +196,13 @@ impl Convo {
     /// caught up.
     fn recheck_from(&mut self, from: Seq) {
         self.fetch.want = true;
+        self.lower_recheck(from);
+    }
+
+    fn lower_recheck(&mut self, from: Seq) {
         let from = from.max(Seq(1));
         self.cp.recheck_from = Some(self.cp.recheck_from.map_or(from, |s| s.min(from)));
+        self.fetch.recheck_moved |= matches!(self.fetch.state, FetchState::InFlight { .. });
     }
 
     /// Starts the fetch the machine gave a slot: returns `(since, limit)`. The fetch
@@ -221,6 +230,7 @@ impl Convo {
             limit,
         };
         self.fetch.want = false;
+        self.fetch.recheck_moved = false;
         (since, limit)
     }
 
@@ -252,10 +262,19 @@ impl Convo {
             self.deliver(cx, message, Order::Ephemeral);
             return true;
         }
+        if message.seq == self.cp.seq.next() {
+            self.deliver(cx, message, Order::InOrder);
+            self.release(cx);
+            return true;
+        }
+        self.offer_now(cx, message)
+    }
+
+    /// `offer` for a message not at the next seq (or, from `release`, at most at it).
+    fn offer_now(&mut self, cx: &mut Ctx, message: Message) -> bool {
         let next = self.cp.seq.next();
         if message.seq == next {
             self.deliver(cx, message, Order::InOrder);
-            self.release(cx);
             return true;
         }
         if self.knows(message.seq, &message.id) {
@@ -293,7 +312,7 @@ impl Convo {
             // which would loop while a hole below waits for confirmation). Recorded in the
             // checkpoint so that neither a failed fetch nor a restart forgets it.
             active.overflowed = true;
-            self.cp.recheck_from = Some(self.cp.recheck_from.map_or(seq, |s| s.min(seq)));
+            self.lower_recheck(seq);
         }
         false
     }
@@ -364,20 +383,18 @@ impl Convo {
         self.floor = floor;
     }
 
-    /// Delivers buffered messages that are now in order.
+    /// Delivers buffered messages that are now in order, and those that were waiting at a
+    /// seq that has just been delivered for another id.
     fn release(&mut self, cx: &mut Ctx) {
         while let Some(active) = self.active.as_mut() {
-            let Some(msgs) = active.buffer.pop_first_if(self.cp.seq.next()) else {
+            let Some(msgs) = active.buffer.pop_first_up_to(self.cp.seq.next()) else {
                 break;
             };
             *cx.buffered_total -= msgs.len();
-            for (i, m) in msgs.into_iter().enumerate() {
-                let order = if i == 0 {
-                    Order::InOrder
-                } else {
-                    Order::SharesSeq
-                };
-                self.deliver(cx, m, order);
+            for m in msgs {
+                // `offer` delivers the next seq in order and a new id at a delivered seq
+                // flagged; it cannot buffer again, since the seq is at most the next one.
+                self.offer_now(cx, m);
             }
         }
         let seq = self.cp.seq;
@@ -427,9 +444,11 @@ impl Convo {
         };
         self.fetch.state = FetchState::Idle;
         self.fetch.failures = 0;
-        // This page answers the recheck from `since` up; a recheck from further back (asked
-        // for while it was in flight) stands.
-        self.cp.recheck_from = self.cp.recheck_from.filter(|r| *r <= since);
+        // This page answers the recheck from `since` up, unless the recheck was asked for
+        // while it was in flight (the server answered from an earlier state).
+        if !std::mem::take(&mut self.fetch.recheck_moved) {
+            self.cp.recheck_from = self.cp.recheck_from.filter(|r| *r <= since);
+        }
         let len = messages.len();
         if len > usize::from(limit) {
             cx.anomaly(
@@ -503,8 +522,7 @@ impl Convo {
             }
             // No progress: ask again from the same place with a larger limit.
             self.fetch.stalled += 1;
-            let same = since.next();
-            self.cp.recheck_from = Some(self.cp.recheck_from.map_or(same, |s| s.min(same)));
+            self.lower_recheck(since.next());
             if self.fetch.limit < cx.config.max_page_limit {
                 self.fetch.limit =
                     (self.fetch.limit.saturating_mul(2)).min(cx.config.max_page_limit);

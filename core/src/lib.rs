@@ -45,7 +45,7 @@ pub use error::{Anomaly, ConfigError, InputError};
 pub use input::{
     Failure, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,
 };
-pub use machine::SyncMachine;
+pub use machine::{Stats, SyncMachine};
 pub use types::{
     ConvoId, Cursor, Epoch, Message, MessageId, MessageKind, RequestId, Seq, StreamId, Time,
 };

@@ -49,6 +49,23 @@ pub struct SyncMachine {
     next_stream: u64,
     buffered_total: usize,
     commands: VecDeque<Command>,
+    stats: Stats,
+}
+
+/// Counters, for metrics and for tests that count work instead of timing it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Timer entries popped by `handle_timeout` (valid or stale).
+    pub timers_popped: u64,
+    /// Timer entries that did work for a conversation.
+    pub timers_fired: u64,
+    /// Entries in the timer queue now.
+    pub timer_queue_len: usize,
+    /// Fetches issued.
+    pub fetches: u64,
+    /// Streams opened.
+    pub streams: u64,
 }
 
 #[derive(Debug)]
@@ -75,6 +92,7 @@ impl SyncMachine {
             next_stream: 0,
             buffered_total: 0,
             commands: VecDeque::new(),
+            stats: Stats::default(),
         })
     }
 
@@ -108,6 +126,15 @@ impl SyncMachine {
     /// Messages buffered over all conversations.
     pub fn buffered_total(&self) -> usize {
         self.buffered_total
+    }
+
+    /// Counters since the machine was made.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            timer_queue_len: self.timers.len(),
+            streams: self.next_stream,
+            ..self.stats
+        }
     }
 
     /// Fetches in flight over all conversations.
@@ -209,6 +236,7 @@ impl SyncMachine {
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
         while let Some((at, key)) = self.timers.pop_due(self.now) {
+            self.stats.timers_popped += 1;
             let valid = self.convo_mut(key).is_some_and(|c| {
                 c.scheduled == Some(at) && {
                     c.scheduled = None;
@@ -216,6 +244,7 @@ impl SyncMachine {
                 }
             });
             if valid {
+                self.stats.timers_fired += 1;
                 self.with(key, |c, cx| c.on_timer(cx));
                 self.after(key);
             }
@@ -406,6 +435,7 @@ impl SyncMachine {
                 limit,
             };
             self.next_request += 1;
+            self.stats.fetches += 1;
             self.inflight.insert(id, key);
             self.commands.push_back(Command::Fetch(request));
         }

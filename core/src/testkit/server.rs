@@ -114,13 +114,20 @@ impl SimServer {
             log.next_shares = shared && !late;
             (log.max_seq, log.next_shares)
         };
+        // A late commit sharing a seq is the excluded class (see above).
+        let late = late && !shares_seq;
         if new_epoch && !ephemeral {
             log.epoch += 1;
         }
-        let epoch = if back {
-            log.epoch.saturating_sub(1)
-        } else {
-            log.epoch
+        let partner = shares_seq
+            .then(|| log.stored.iter().rev().find(|s| s.message.seq == Seq(seq)))
+            .flatten()
+            .map(|s| s.message.epoch.0);
+        // Two concurrent sends at one seq are at one epoch (see README, "Limits").
+        let epoch = match partner {
+            Some(e) => e,
+            None if back => log.epoch.saturating_sub(1),
+            None => log.epoch,
         };
         let message = Message {
             id,
