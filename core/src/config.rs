@@ -4,8 +4,8 @@ use std::time::Duration;
 
 /// Tunables of a [`SyncMachine`](crate::SyncMachine). `Config::default()` gives the
 /// defaults of `DESIGN.md`.
+/// Set fields with struct update syntax: `Config { gap_wait, ..Config::default() }`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Config {
     /// How long a gap may stay open before the machine fetches (500 ms, as Telegram
     /// clients wait). Arrival of the missing messages before then cancels the fetch.

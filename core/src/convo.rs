@@ -85,7 +85,7 @@ pub(crate) struct Fetch {
     /// The recheck position was lowered while the fetch was in flight: its answer, computed
     /// by the server earlier, does not settle it.
     recheck_moved: bool,
-    /// Full pages in a row that made no progress.
+    /// Full pages in a row that made no progress at the largest limit.
     stalled: u32,
 }
 
@@ -521,7 +521,6 @@ impl Convo {
                 return;
             }
             // No progress: ask again from the same place with a larger limit.
-            self.fetch.stalled += 1;
             self.lower_recheck(since.next());
             if self.fetch.limit < cx.config.max_page_limit {
                 self.fetch.limit =
@@ -529,6 +528,7 @@ impl Convo {
                 self.fetch.want = true;
                 return;
             }
+            self.fetch.stalled += 1;
             if self.fetch.stalled < cx.config.max_stalled_pages {
                 self.fetch.want = true;
                 return;

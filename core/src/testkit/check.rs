@@ -123,6 +123,16 @@ impl Checker {
         }
     }
 
+    /// A conversation starts at a restored position (kept if the checker already knows it).
+    pub fn start(&mut self, convo: &ConvoId, seq: Seq) {
+        self.convos
+            .entry(convo.clone())
+            .or_insert_with(|| PerConvo {
+                pos: seq,
+                ..PerConvo::default()
+            });
+    }
+
     /// A fetch was answered (page or failure), or abandoned.
     pub fn fetch_answered(&mut self, convo: &ConvoId, request: RequestId) {
         if let Some(c) = self.convos.get_mut(convo) {

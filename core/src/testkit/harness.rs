@@ -85,6 +85,7 @@ impl Harness {
             "subscribe {} from {} live={}",
             sub.convo, sub.checkpoint.seq, sub.live
         );
+        self.checker.start(&sub.convo, sub.checkpoint.seq);
         self.input(&note, Input::Subscribe(sub));
     }
 
