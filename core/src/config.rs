@@ -49,7 +49,8 @@ pub struct Config {
     /// backs off (3).
     pub max_stalled_pages: u32,
     /// Ids remembered per conversation, beyond those at the last delivered seq, to drop
-    /// replays and to recognise a late message at an already-delivered seq (32).
+    /// replays and to recognise a late message at an already-delivered seq (32). While a
+    /// catch-up is pending the window keeps every id it must check, up to 16 times this.
     pub dedup_window: usize,
     /// Seqs a *catch-up* (stream opened, slow consumer, resume, poll, subscribe) fetches
     /// again at and below the last delivered one (8; `DESIGN.md`'s minimum is 1). A message

@@ -12,6 +12,9 @@ use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// How much larger than `dedup_window` the window may grow while a catch-up is pending.
+pub(crate) const RECHECK_WINDOW_FACTOR: usize = 16;
+
 /// What a conversation needs from the machine while it handles an input.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,
@@ -82,6 +85,8 @@ pub(crate) struct Fetch {
     pub(crate) retry_at: Option<Time>,
     failures: u32,
     limit: u16,
+    /// The lowest seq not kept for lack of room while a page was processed.
+    page_dropped: Option<Seq>,
     /// The recheck position was lowered while the fetch was in flight: its answer, computed
     /// by the server earlier, does not settle it.
     recheck_moved: bool,
@@ -140,7 +145,12 @@ impl Convo {
         recent.retain(|(s, _)| *s < checkpoint.seq && *s > Seq::ZERO);
         if !recent.is_empty() && config.dedup_window > 0 {
             recent.sort_by_key(|(s, _)| *s);
-            let cut = recent.len().saturating_sub(config.dedup_window);
+            let mut cut = recent.len().saturating_sub(config.dedup_window);
+            if let Some(r) = checkpoint.recheck_from {
+                let cap = config.dedup_window.saturating_mul(RECHECK_WINDOW_FACTOR);
+                let needed = recent.partition_point(|(s, _)| *s < r);
+                cut = cut.min(needed).max(recent.len().saturating_sub(cap));
+            }
             floor = match cut.checked_sub(1).map(|i| recent[i].0) {
                 // Ids at the cut seq may be split across the cut: start above it.
                 Some(dropped) => dropped.next(),
@@ -171,6 +181,7 @@ impl Convo {
                 retry_at: None,
                 failures: 0,
                 recheck_moved: false,
+                page_dropped: None,
                 limit: config.page_limit,
                 stalled: 0,
             },
@@ -304,7 +315,8 @@ impl Convo {
             Insert::Refused => Some(seq),
             Insert::Duplicate => None,
         };
-        if active.gap_since.is_none() && !active.buffer.is_empty() {
+        // A gap is open even if nothing could be kept: what was refused is owed a fetch.
+        if active.gap_since.is_none() {
             active.gap_since = Some(now);
         }
         if let Some(seq) = dropped {
@@ -313,6 +325,7 @@ impl Convo {
             // checkpoint so that neither a failed fetch nor a restart forgets it.
             active.overflowed = true;
             self.lower_recheck(seq);
+            self.fetch.page_dropped = min_seq(self.fetch.page_dropped, Some(seq));
         }
         false
     }
@@ -370,15 +383,21 @@ impl Convo {
             return;
         }
         let window = config.dedup_window;
+        // While a catch-up is pending the window keeps what it must check, up to a bound.
+        let cap = window.saturating_mul(RECHECK_WINDOW_FACTOR);
+        let keep_from = self.cp.recheck_from;
         let mut floor = self.floor;
         let recent = &mut self.active_mut().recent;
-        for entry in ids {
-            if recent.len() == window {
-                if let Some((evicted, _)) = recent.pop_front() {
-                    floor = floor.max(evicted.next());
-                }
+        recent.extend(ids);
+        while recent.len() > window {
+            let Some(&(oldest, _)) = recent.front() else {
+                break;
+            };
+            if recent.len() <= cap && keep_from.is_some_and(|r| oldest >= r) {
+                break;
             }
-            recent.push_back(entry);
+            recent.pop_front();
+            floor = floor.max(oldest.next());
         }
         self.floor = floor;
     }
@@ -444,12 +463,26 @@ impl Convo {
         };
         self.fetch.state = FetchState::Idle;
         self.fetch.failures = 0;
+        let len = messages.len();
         // This page answers the recheck from `since` up, unless the recheck was asked for
         // while it was in flight (the server answered from an earlier state).
-        if !std::mem::take(&mut self.fetch.recheck_moved) {
-            self.cp.recheck_from = self.cp.recheck_from.filter(|r| *r <= since);
+        let moved = std::mem::take(&mut self.fetch.recheck_moved);
+        let base = if moved {
+            self.cp.recheck_from
+        } else {
+            self.cp.recheck_from.filter(|r| *r <= since)
+        };
+        if !moved && len < usize::from(limit) {
+            // A short page holds whatever did not fit in the buffer before it was asked
+            // for; if it all fits now, nothing is owed.
+            if let Some(a) = self.active.as_mut() {
+                a.overflowed = false;
+            }
         }
-        let len = messages.len();
+        // Until the page is settled its range is unverified, and the checkpoints delivered
+        // meanwhile say so: a crash now must not forget it.
+        self.cp.recheck_from = min_seq(base, Some(since.next()));
+        self.fetch.page_dropped = None;
         if len > usize::from(limit) {
             cx.anomaly(
                 &self.id,
@@ -476,6 +509,13 @@ impl Convo {
         // The server orders by (epoch, seq); deliver by seq. Stable, so messages sharing a
         // seq keep the server's order.
         messages.sort_by_key(|m| m.seq);
+        // What the page holds, kept or not: only seqs it lacks can be holes.
+        let mut present: SmallVec<[Seq; 64]> = messages
+            .iter()
+            .map(|m| m.seq)
+            .filter(|s| *s > since)
+            .collect();
+        present.dedup();
         let mut delivered = false;
         let mut backwards = 0;
         for m in messages {
@@ -490,8 +530,12 @@ impl Convo {
                 backwards += 1;
                 continue;
             }
-            delivered |= self.offer(cx, m);
+            // Buffered stream messages are released once the whole page is in, so that a
+            // page's message sharing a seq is not pushed out of the dedup window first.
+            delivered |= self.offer_now(cx, m);
         }
+        self.release(cx);
+        let dropped = self.fetch.page_dropped.take();
         if backwards > 0 {
             let anomaly = Anomaly::PageWentBackwards {
                 request,
@@ -517,11 +561,12 @@ impl Convo {
             if delivered || next > since.next() {
                 self.fetch.stalled = 0;
                 self.fetch.limit = (self.fetch.limit / 2).max(cx.config.page_limit);
-                self.recheck_from(next);
+                self.cp.recheck_from = min_seq(min_seq(base, Some(next)), dropped);
+                self.fetch.want = true;
                 return;
             }
             // No progress: ask again from the same place with a larger limit.
-            self.lower_recheck(since.next());
+            self.cp.recheck_from = min_seq(min_seq(base, Some(since.next())), dropped);
             if self.fetch.limit < cx.config.max_page_limit {
                 self.fetch.limit =
                     (self.fetch.limit.saturating_mul(2)).min(cx.config.max_page_limit);
@@ -545,8 +590,21 @@ impl Convo {
         } else {
             self.fetch.stalled = 0;
             self.fetch.limit = cx.config.page_limit;
+            self.cp.recheck_from = min_seq(base, dropped);
         }
-        self.settle_holes(cx, issued);
+        self.settle_holes(cx, issued, &present);
+        if let Some(a) = self.active.as_mut() {
+            if a.overflowed
+                && a.hole
+                    .as_ref()
+                    .is_none_or(|h| h.ranges[0].0 > self.cp.seq.next())
+            {
+                // The next message is on the server but did not fit: fetch it now.
+                self.fetch.want = true;
+            } else if a.buffer.is_empty() && a.hole.is_none() && !a.overflowed {
+                a.gap_since = None;
+            }
+        }
         if self.buffered() == 0 {
             self.last_catchup = cx.now;
         }
@@ -554,7 +612,7 @@ impl Convo {
 
     /// After a page that proves absence: skip the gaps a page issued at least `hole_grace`
     /// after they were first seen still lacks, and remember the others as suspects.
-    fn settle_holes(&mut self, cx: &mut Ctx, issued: Time) {
+    fn settle_holes(&mut self, cx: &mut Ctx, issued: Time, present: &[Seq]) {
         let grace = cx.config.hole_grace;
         let Some(active) = self.active.as_mut() else {
             return;
@@ -563,7 +621,7 @@ impl Convo {
         if earlier.as_ref().is_some_and(|h| issued >= h.seen + grace) {
             let ranges = earlier.take().map(|h| h.ranges).unwrap_or_default();
             loop {
-                let Some(first) = self.active.as_ref().and_then(|a| a.buffer.first_seq()) else {
+                let Some(first) = self.next_present(present) else {
                     break;
                 };
                 let from = self.cp.seq.next();
@@ -582,7 +640,7 @@ impl Convo {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let gaps = active.buffer.gaps_above(self.cp.seq);
+        let gaps = gaps_above(self.cp.seq, present, &active.buffer);
         active.hole = if gaps.is_empty() {
             None
         } else {
@@ -608,6 +666,17 @@ impl Convo {
                 }),
             }
         };
+    }
+
+    /// The lowest seq above the checkpoint that the page or the buffer holds.
+    fn next_present(&self, present: &[Seq]) -> Option<Seq> {
+        let cp = self.cp.seq;
+        let page = present.iter().copied().find(|s| *s > cp);
+        let buffered = self.active.as_ref().and_then(|a| a.buffer.first_seq());
+        match (page, buffered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(crate) fn on_fetch_failed(&mut self, cx: &mut Ctx, failure: crate::Failure) {
@@ -829,6 +898,31 @@ impl Convo {
             stream,
         });
         self.wait_to_reopen(cx);
+    }
+}
+
+/// The gaps above `last` below the highest seq held by a page (`present`, sorted) or the
+/// buffer.
+fn gaps_above(last: Seq, present: &[Seq], buffer: &Buffer) -> SmallVec<[(Seq, Seq); 2]> {
+    let mut held: SmallVec<[Seq; 64]> = present.iter().copied().filter(|s| *s > last).collect();
+    held.extend(buffer.seqs().filter(|s| *s > last));
+    held.sort_unstable();
+    held.dedup();
+    let mut gaps = SmallVec::new();
+    let mut expect = last.next();
+    for seq in held {
+        if seq > expect {
+            gaps.push((expect, Seq(seq.0 - 1)));
+        }
+        expect = seq.next();
+    }
+    gaps
+}
+
+fn min_seq(a: Option<Seq>, b: Option<Seq>) -> Option<Seq> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

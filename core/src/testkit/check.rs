@@ -11,7 +11,9 @@ pub struct Violation(pub String);
 struct PerConvo {
     /// Everything up to here was delivered or skipped.
     pos: Seq,
-    delivered: HashSet<MessageId>,
+    /// By (id, seq): a hostile server may give one id two seqs, which is its anomaly; a
+    /// message delivered twice is always the same (id, seq).
+    delivered: HashSet<(MessageId, Seq)>,
     skipped: Vec<(Seq, Seq)>,
     fetch: Option<RequestId>,
 }
@@ -54,7 +56,8 @@ impl Checker {
                 let c = self.convos.entry(d.convo.clone()).or_default();
                 let seq = d.message.seq;
                 let mut errors = Vec::new();
-                if d.order != Order::Ephemeral && !c.delivered.insert(d.message.id.clone()) {
+                let key = (d.message.id.clone(), seq);
+                if d.order != Order::Ephemeral && !c.delivered.insert(key) {
                     errors.push(format!("{}: {} delivered twice", d.convo, d.message.id));
                 }
                 match d.order {
@@ -115,9 +118,8 @@ impl Checker {
                 }
             }
             Command::Clear { convo, .. } => {
-                if let Some(c) = self.convos.get_mut(convo) {
-                    c.fetch = None;
-                }
+                // The application drops the conversation; syncing it again starts anew.
+                self.convos.remove(convo);
             }
             _ => {}
         }
@@ -142,6 +144,13 @@ impl Checker {
         }
     }
 
+    /// The conversation was unsubscribed: its fetch, if any, is abandoned.
+    pub fn unsubscribed(&mut self, convo: &ConvoId) {
+        if let Some(c) = self.convos.get_mut(convo) {
+            c.fetch = None;
+        }
+    }
+
     /// The machine restarted: nothing is in flight any more.
     pub fn restarted(&mut self) {
         for c in self.convos.values_mut() {
@@ -154,11 +163,11 @@ impl Checker {
         self.delivered
     }
 
-    /// Whether `id` was delivered in `convo`.
-    pub fn was_delivered(&self, convo: &ConvoId, id: &MessageId) -> bool {
+    /// Whether `id` was delivered at `seq` in `convo`.
+    pub fn was_delivered(&self, convo: &ConvoId, id: &MessageId, seq: Seq) -> bool {
         self.convos
             .get(convo)
-            .is_some_and(|c| c.delivered.contains(id))
+            .is_some_and(|c| c.delivered.contains(&(id.clone(), seq)))
     }
 
     /// Everything up to this seq was delivered or skipped in `convo`.

@@ -11,12 +11,14 @@
 
 mod check;
 mod harness;
+mod ops;
 mod server;
 mod sim;
 mod trace;
 
 pub use check::{Checker, Violation};
 pub use harness::Harness;
+pub use ops::{Op, OpRunner, CONVOS};
 pub use server::{ServerFaults, SimServer};
 pub use sim::{Faults, Sim, SimConfig, SimReport};
 pub use trace::format_command;

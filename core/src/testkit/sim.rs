@@ -704,7 +704,10 @@ impl Sim {
         for (convo, stored) in self.server.served_now() {
             served += 1;
             let name = ConvoId::from(convo);
-            if !self.checker.was_delivered(&name, &stored.message.id) {
+            if !self
+                .checker
+                .was_delivered(&name, &stored.message.id, stored.message.seq)
+            {
                 lost.push(format!(
                     "{convo}: seq {} ({}) never delivered",
                     stored.message.seq, stored.message.id
