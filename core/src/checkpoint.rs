@@ -35,6 +35,29 @@ pub struct Checkpoint {
     pub recheck_from: Option<Seq>,
 }
 
+/// A message already delivered, as a store gives it back when a machine is restored
+/// (see [`Subscription::recent`](crate::Subscription::recent)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Known {
+    /// Its seq.
+    pub seq: Seq,
+    /// Its id.
+    pub id: MessageId,
+    /// Its epoch.
+    pub epoch: Epoch,
+}
+
+impl Known {
+    /// A delivered message's identity and position.
+    pub fn new(seq: Seq, id: impl Into<MessageId>, epoch: Epoch) -> Known {
+        Known {
+            seq,
+            id: id.into(),
+            epoch,
+        }
+    }
+}
+
 impl Checkpoint {
     /// The last delivered id, for servers that page with `sinceMessage`.
     pub fn last_id(&self) -> Option<&MessageId> {

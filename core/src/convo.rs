@@ -5,8 +5,9 @@
 use crate::buffer::{Buffer, Insert};
 use crate::rng::Rng;
 use crate::{
-    Anomaly, Checkpoint, Command, Config, ConvoId, Delivery, Message, MessageId, Order, Permanent,
-    RequestId, Seq, StreamError, StreamEvent, StreamId, Subscription, Time, SLOW_CONSUMER,
+    Anomaly, Checkpoint, Command, Config, ConvoId, Delivery, Known, Message, MessageId, Order,
+    Permanent, RequestId, Seq, StreamError, StreamEvent, StreamId, Subscription, Time,
+    SLOW_CONSUMER,
 };
 use smallvec::SmallVec;
 use std::collections::VecDeque;
@@ -107,7 +108,7 @@ struct Hole {
 #[derive(Debug, Default)]
 struct Active {
     /// Ids delivered below the checkpoint's seq, oldest first, at most `dedup_window`.
-    recent: VecDeque<(Seq, MessageId)>,
+    recent: VecDeque<Known>,
     buffer: Buffer,
     /// When the current gap opened (the buffer went from empty to not empty).
     gap_since: Option<Time>,
@@ -142,21 +143,21 @@ impl Convo {
         } = sub;
         let mut floor = checkpoint.seq;
         let mut active = None;
-        recent.retain(|(s, _)| *s < checkpoint.seq && *s > Seq::ZERO);
+        recent.retain(|k| k.seq < checkpoint.seq && k.seq > Seq::ZERO);
         if !recent.is_empty() && config.dedup_window > 0 {
-            recent.sort_by_key(|(s, _)| *s);
+            recent.sort_by_key(|k| k.seq);
             let mut cut = recent.len().saturating_sub(config.dedup_window);
             if let Some(r) = checkpoint.recheck_from {
                 let cap = config.dedup_window.saturating_mul(RECHECK_WINDOW_FACTOR);
-                let needed = recent.partition_point(|(s, _)| *s < r);
+                let needed = recent.partition_point(|k| k.seq < r);
                 cut = cut.min(needed).max(recent.len().saturating_sub(cap));
             }
-            floor = match cut.checked_sub(1).map(|i| recent[i].0) {
+            floor = match cut.checked_sub(1).map(|i| recent[i].seq) {
                 // Ids at the cut seq may be split across the cut: start above it.
                 Some(dropped) => dropped.next(),
-                None => recent[0].0,
+                None => recent[0].seq,
             };
-            let kept: VecDeque<_> = recent.drain(cut..).filter(|(s, _)| *s >= floor).collect();
+            let kept: VecDeque<_> = recent.drain(cut..).filter(|k| k.seq >= floor).collect();
             active = Some(Box::new(Active {
                 recent: kept,
                 ..Active::default()
@@ -262,9 +263,10 @@ impl Convo {
 
     fn knows(&self, seq: Seq, id: &MessageId) -> bool {
         (seq == self.cp.seq && self.cp.ids.contains(id))
-            || self.active.as_ref().is_some_and(|a| {
-                a.recent.iter().any(|(_, known)| known == id) || a.buffer.contains(seq, id)
-            })
+            || self
+                .active
+                .as_ref()
+                .is_some_and(|a| a.recent.iter().any(|k| &k.id == id) || a.buffer.contains(seq, id))
     }
 
     /// Takes one message from the stream or a page. Returns whether it was delivered.
@@ -350,9 +352,11 @@ impl Convo {
             Order::SharesSeq => {
                 if message.seq == self.cp.seq {
                     self.cp.ids.push(message.id.clone());
+                    // The checkpoint's epoch is the highest at its seq (see `advance_to`).
+                    self.cp.epoch = self.cp.epoch.max(Some(message.epoch));
                 } else {
-                    let entry = (message.seq, message.id.clone());
-                    self.remember(cx.config, std::iter::once(entry));
+                    let known = Known::new(message.seq, message.id.clone(), message.epoch);
+                    self.remember(cx.config, std::iter::once(known));
                 }
             }
             Order::Ephemeral => {}
@@ -370,7 +374,8 @@ impl Convo {
         let old = self.cp.seq;
         let ids = std::mem::take(&mut self.cp.ids);
         if old > Seq::ZERO {
-            self.remember(config, ids.into_iter().map(|id| (old, id)));
+            let epoch = self.cp.epoch.unwrap_or_default();
+            self.remember(config, ids.into_iter().map(|id| Known::new(old, id, epoch)));
         }
         self.cp.seq = seq;
         if config.dedup_window == 0 {
@@ -378,7 +383,7 @@ impl Convo {
         }
     }
 
-    fn remember(&mut self, config: &Config, ids: impl Iterator<Item = (Seq, MessageId)>) {
+    fn remember(&mut self, config: &Config, ids: impl Iterator<Item = Known>) {
         if config.dedup_window == 0 {
             return;
         }
@@ -390,7 +395,7 @@ impl Convo {
         let recent = &mut self.active_mut().recent;
         recent.extend(ids);
         while recent.len() > window {
-            let Some(&(oldest, _)) = recent.front() else {
+            let Some(oldest) = recent.front().map(|k| k.seq) else {
                 break;
             };
             if recent.len() <= cap && keep_from.is_some_and(|r| oldest >= r) {
@@ -548,14 +553,22 @@ impl Convo {
             // A full page proves nothing about what it lacks: the server cut it at `limit`
             // in (epoch, seq) order. Page on from our own position (never the server's
             // `lastSeq`), from the first seq the page does not prove complete.
+            // A seq already delivered or skipped that the page spans below its cut but does
+            // not hold (a confirmed hole, a deleted message) is no more suspect than one it
+            // holds.
             covered.sort_unstable();
+            let (cut_epoch, cut_seq) = cut.unwrap_or_default();
             let mut next = since.next();
-            for seq in covered {
-                if seq == next {
-                    next = next.next();
-                } else if seq > next {
+            loop {
+                let held = covered.binary_search(&next).is_ok();
+                let passed = next <= self.cp.seq
+                    && next < cut_seq
+                    && present.binary_search(&next).is_err()
+                    && self.delivered_epochs_at_most(next, cut_epoch);
+                if !(held || passed) {
                     break;
                 }
+                next = next.next();
             }
             let next = next.min(self.cp.seq);
             if delivered || next > since.next() {
@@ -666,6 +679,21 @@ impl Convo {
                 }),
             }
         };
+    }
+
+    /// Whether every message delivered at `seq` (none, if it was skipped) has an epoch of at
+    /// most `epoch`: a page cut after `(epoch, s > seq)` would then have held it, had it
+    /// still been there.
+    fn delivered_epochs_at_most(&self, seq: Seq, epoch: crate::Epoch) -> bool {
+        if seq == self.cp.seq && !self.cp.ids.is_empty() {
+            return self.cp.epoch.is_none_or(|e| e <= epoch);
+        }
+        self.active.as_ref().is_none_or(|a| {
+            a.recent
+                .iter()
+                .filter(|k| k.seq == seq)
+                .all(|k| k.epoch <= epoch)
+        })
     }
 
     /// The lowest seq above the checkpoint that the page or the buffer holds.

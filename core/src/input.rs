@@ -1,6 +1,6 @@
 //! Everything the outside world tells the machine.
 
-use crate::{Checkpoint, ConvoId, Cursor, Message, MessageId, RequestId, Seq, StreamId};
+use crate::{Checkpoint, ConvoId, Cursor, Known, Message, RequestId, StreamId};
 use std::time::Duration;
 
 /// An input, fed with [`SyncMachine::handle`](crate::SyncMachine::handle).
@@ -65,10 +65,11 @@ pub struct Subscription {
     pub convo: ConvoId,
     /// Where it was left (`Checkpoint::default()` for a new one).
     pub checkpoint: Checkpoint,
-    /// Ids delivered below `checkpoint.seq`, with their seqs: every id delivered at the
-    /// listed seqs must be there. The machine uses the newest `dedup_window` of them to drop
-    /// replays and to recognise a late message sharing an already-delivered seq.
-    pub recent: Vec<(Seq, MessageId)>,
+    /// Messages delivered below `checkpoint.seq`: every one delivered at the listed seqs
+    /// must be there. The machine keeps the newest `dedup_window` of them (more, back to
+    /// `checkpoint.recheck_from`) to drop replays and to recognise a late message sharing an
+    /// already-delivered seq.
+    pub recent: Vec<Known>,
     /// Whether to keep a live stream open.
     pub live: bool,
 }
@@ -99,7 +100,7 @@ impl Subscription {
     }
 
     /// Adds stored ids below the checkpoint (see the field's doc).
-    pub fn with_recent(mut self, recent: Vec<(Seq, MessageId)>) -> Subscription {
+    pub fn with_recent(mut self, recent: Vec<Known>) -> Subscription {
         self.recent = recent;
         self
     }

@@ -38,7 +38,7 @@ mod types;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, Known};
 pub use command::{Command, Delivery, FetchRequest, Order};
 pub use config::Config;
 pub use error::{Anomaly, ConfigError, InputError};

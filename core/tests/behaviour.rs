@@ -735,7 +735,7 @@ fn restored_machine_continues_without_loss_or_duplicates() {
     let cp = h.deliveries().last().unwrap().checkpoint.clone();
     let json = serde_json_roundtrip(&cp);
     let recent = (1..5)
-        .map(|s| (Seq(s), MessageId::from(format!("m{s}"))))
+        .map(|s| Known::new(Seq(s), format!("m{s}"), Epoch(1)))
         .collect();
 
     let mut h2 = Harness::new(Config::default());

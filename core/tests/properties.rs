@@ -81,7 +81,7 @@ fn sim_config() -> impl Strategy<Value = SimConfig> {
     (
         any::<u64>(),
         1usize..=5,
-        1usize..=60,
+        prop_oneof![3 => 1usize..=60, 1 => 60usize..=250],
         20u64..400,
         0usize..=3,
         faults(),

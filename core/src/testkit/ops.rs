@@ -3,8 +3,8 @@
 
 use super::Checker;
 use crate::{
-    Checkpoint, Command, Config, ConvoId, Epoch, Failure, FetchRequest, Input, Message, MessageId,
-    Order, Page, Permanent, RequestId, Seq, StreamError, StreamEvent, StreamId, Subscription,
+    Checkpoint, Command, Config, ConvoId, Epoch, Failure, FetchRequest, Input, Known, Message,
+    Order, Page, Permanent, RequestId, StreamError, StreamEvent, StreamId, Subscription,
     SyncMachine, Time, SLOW_CONSUMER,
 };
 use hashbrown::HashMap;
@@ -99,7 +99,7 @@ pub enum Op {
 #[derive(Clone, Debug, Default)]
 struct Stored {
     cp: Checkpoint,
-    recent: Vec<(Seq, MessageId)>,
+    recent: Vec<Known>,
 }
 
 /// Applies [`Op`]s to a machine and checks the invariants after every step.
@@ -172,7 +172,8 @@ impl OpRunner {
                 Command::Deliver(d) if d.order != Order::Ephemeral => {
                     let s = self.store.entry(d.convo).or_default();
                     s.cp = d.checkpoint;
-                    s.recent.push((d.message.seq, d.message.id));
+                    s.recent
+                        .push(Known::new(d.message.seq, d.message.id, d.message.epoch));
                     if s.recent.len() > 256 {
                         s.recent.drain(..128);
                     }

@@ -3,9 +3,9 @@
 use super::{format_command, Checker, ServerFaults, SimServer, Violation};
 use crate::rng::Rng;
 use crate::{
-    Checkpoint, Command, Config, ConvoId, Cursor, Failure, FetchRequest, Input, MessageId, Order,
-    Page, RequestId, Seq, StreamError, StreamEvent, StreamId, Subscription, SyncMachine, Time,
-    SLOW_CONSUMER,
+    Checkpoint, Command, Config, ConvoId, Cursor, Failure, FetchRequest, Input, Known, MessageId,
+    Order, Page, RequestId, Seq, StreamError, StreamEvent, StreamId, Subscription, SyncMachine,
+    Time, SLOW_CONSUMER,
 };
 use hashbrown::{HashMap, HashSet};
 use std::collections::BTreeMap;
@@ -156,7 +156,7 @@ enum Ev {
 #[derive(Debug, Default, Clone)]
 struct Stored {
     cp: Checkpoint,
-    recent: Vec<(Seq, MessageId)>,
+    recent: Vec<Known>,
 }
 
 /// The simulated world around one machine. Use [`Sim::run`].
@@ -654,7 +654,9 @@ impl Sim {
                 if d.order != Order::Ephemeral {
                     let store = &mut self.store[c];
                     store.cp = d.checkpoint;
-                    store.recent.push((d.message.seq, d.message.id));
+                    store
+                        .recent
+                        .push(Known::new(d.message.seq, d.message.id, d.message.epoch));
                     if store.recent.len() > 512 {
                         store.recent.drain(..256);
                     }
