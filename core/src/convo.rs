@@ -633,10 +633,7 @@ impl Convo {
         let mut earlier = active.hole.take();
         if earlier.as_ref().is_some_and(|h| issued >= h.seen + grace) {
             let ranges = earlier.take().map(|h| h.ranges).unwrap_or_default();
-            loop {
-                let Some(first) = self.next_present(present) else {
-                    break;
-                };
+            while let Some(first) = self.next_present(present) {
                 let from = self.cp.seq.next();
                 let Some(&(_, end)) = ranges.iter().find(|(a, b)| *a <= from && from <= *b) else {
                     break;

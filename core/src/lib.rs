@@ -46,6 +46,11 @@ pub use input::{
     Failure, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,
 };
 pub use machine::{Stats, SyncMachine};
+/// The README's examples, compiled and run as doctests so that they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use types::{
     ConvoId, Cursor, Epoch, Message, MessageId, MessageKind, RequestId, Seq, StreamId, Time,
 };

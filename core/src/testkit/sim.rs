@@ -274,7 +274,7 @@ impl Sim {
         Duration::from_millis(ms)
     }
 
-    fn to_machine(&mut self, after: Duration, input: Input, fetch: Option<(usize, RequestId)>) {
+    fn deliver_later(&mut self, after: Duration, input: Input, fetch: Option<(usize, RequestId)>) {
         let gen = self.gen;
         self.schedule(self.now + after, Ev::ToMachine { gen, input, fetch });
     }
@@ -378,7 +378,7 @@ impl Sim {
                     request: req.id,
                     messages: page,
                 });
-                self.to_machine(d, input, Some((convo, req.id)));
+                self.deliver_later(d, input, Some((convo, req.id)));
             }
             Ev::Connect {
                 gen,
@@ -487,7 +487,7 @@ impl Sim {
                 cursor,
                 info: SLOW_CONSUMER.to_string(),
             };
-            self.to_machine(
+            self.deliver_later(
                 d,
                 Input::StreamEvent {
                     convo: name,
@@ -510,7 +510,7 @@ impl Sim {
                 stream,
                 event,
             };
-            self.to_machine(d, input, None);
+            self.deliver_later(d, input, None);
         }
     }
 
@@ -551,7 +551,7 @@ impl Sim {
                     stream,
                     event,
                 };
-                self.to_machine(Duration::from_millis(i as u64), input, None);
+                self.deliver_later(Duration::from_millis(i as u64), input, None);
             }
         }
         let at = self.now + self.cfg.keepalive;
@@ -641,7 +641,7 @@ impl Sim {
                             request: req.id,
                             failure,
                         };
-                        self.to_machine(d, input, Some((c, req.id)));
+                        self.deliver_later(d, input, Some((c, req.id)));
                     }
                     None => {
                         let gen = self.gen;
