@@ -1,0 +1,56 @@
+//! # gapless-catbird
+//!
+//! The wire format of the Catbird MLS delivery server (`blue.catbird.mls` lexicon), as the
+//! real server speaks it, for the gapless adapters. Sans-IO: bytes and strings in, the core's
+//! [`gapless::Input`] values out; no sockets, no runtime.
+//!
+//! - [`sse`]: an incremental, bounded server-sent-events decoder (any chunking, WHATWG line
+//!   rules, comments surfaced as keepalives).
+//! - [`event`]: `streamConvoEvents` frames (`$type`-tagged JSON, bare or in an
+//!   `eventWrapper`) into [`gapless::StreamEvent`].
+//! - [`message`]: `messageView`, with ciphertext as `{"$bytes": …}` or the older base64url
+//!   string, into [`gapless::Message`].
+//! - [`messages`]: the `getMessages` request (`sinceSeq` or the older `sinceMessage`) and
+//!   response.
+//! - [`status`]: HTTP answers (XRPC error bodies, bare statuses, `text/plain` rejections,
+//!   `Retry-After`) into [`gapless::Failure`] and [`gapless::StreamError`].
+//!
+//! ```
+//! use gapless_catbird::{event, sse::{Frame, Limits, SseDecoder}};
+//! use gapless::StreamEvent;
+//!
+//! let mut decoder = SseDecoder::new(Limits::default());
+//! decoder.push(b": keepalive\n\ndata: {\"$type\":\"blue.catbird.mls.streamConvoEvents#infoEvent\",");
+//! decoder.push(b"\"cursor\":\"01M8\",\"info\":\"slow-consumer\"}\n\n");
+//! let mut events = Vec::new();
+//! while let Some(frame) = decoder.next_frame().unwrap() {
+//!     events.push(event::decode_frame(&frame, &Limits::default()).unwrap());
+//! }
+//! assert_eq!(events[0], Some(StreamEvent::Keepalive));
+//! assert!(matches!(&events[1], Some(StreamEvent::Info { info, .. }) if info == "slow-consumer"));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod event;
+pub mod message;
+pub mod messages;
+pub mod sse;
+pub mod status;
+
+mod error;
+
+pub use error::DecodeError;
+pub use sse::Limits;
+
+/// `getMessages`.
+pub const GET_MESSAGES: &str = "blue.catbird.mls.getMessages";
+/// `streamConvoEvents`.
+pub const STREAM_CONVO_EVENTS: &str = "blue.catbird.mls.streamConvoEvents";
+/// `sendMessage`.
+pub const SEND_MESSAGE: &str = "blue.catbird.mls.sendMessage";
+
+/// The XRPC path of a method: `/xrpc/<nsid>`.
+pub fn xrpc_path(nsid: &str) -> String {
+    format!("/xrpc/{nsid}")
+}
