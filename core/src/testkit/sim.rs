@@ -8,8 +8,11 @@ use crate::{
     Time, SLOW_CONSUMER,
 };
 use hashbrown::{HashMap, HashSet};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+/// How many earlier events a stream event may overtake.
+const REORDER_DEPTH: usize = 2;
 
 /// What the network and the server do wrong, per mille, while faults are on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,7 +33,8 @@ pub struct Faults {
     pub rate_limit: u16,
     /// A fetch gets 401.
     pub unauthorized: u16,
-    /// Stream events are delayed by up to this (which reorders them).
+    /// Stream events are delayed by up to this, which reorders them — each by at most two
+    /// places, as jitter on a FIFO stream would.
     pub max_delay_ms: u64,
     /// Fetches take up to this, each way.
     pub fetch_delay_ms: u64,
@@ -173,6 +177,9 @@ pub struct Sim {
     names: Vec<ConvoId>,
     index: HashMap<ConvoId, usize>,
     streams: Vec<Option<(StreamId, bool)>>,
+    /// Arrival times of the last events on each stream: an event may overtake at most
+    /// `REORDER_DEPTH` earlier ones (a real SSE stream is FIFO; this is its jitter).
+    arrivals: Vec<VecDeque<Time>>,
     store: Vec<Stored>,
     sent: Vec<usize>,
     /// Messages sharing a seq: the network never loses them (a loss would be undetectable
@@ -220,6 +227,7 @@ impl Sim {
             gen: 0,
             server: SimServer::new(cfg.seed, cfg.faults.server.clone()),
             streams: vec![None; cfg.convos],
+            arrivals: vec![VecDeque::new(); cfg.convos],
             store: vec![Stored::default(); cfg.convos],
             sent: vec![0; cfg.convos],
             companions: HashSet::new(),
@@ -263,6 +271,21 @@ impl Sim {
             5
         };
         Duration::from_millis(ms)
+    }
+
+    /// The delay of the next event on `convo`'s stream: random, but no earlier than the
+    /// event `REORDER_DEPTH + 1` places before it.
+    fn stream_arrival(&mut self, convo: usize) -> Duration {
+        let mut at = self.now + self.stream_delay();
+        let arrivals = &mut self.arrivals[convo];
+        if arrivals.len() > REORDER_DEPTH {
+            at = at.max(arrivals[arrivals.len() - 1 - REORDER_DEPTH]);
+        }
+        arrivals.push_back(at);
+        if arrivals.len() > REORDER_DEPTH + 1 {
+            arrivals.pop_front();
+        }
+        at.since(self.now)
     }
 
     fn fetch_delay(&mut self) -> Duration {
@@ -500,7 +523,7 @@ impl Sim {
         }
         let copies = if self.roll(faults.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
-            let d = self.stream_delay();
+            let d = self.stream_arrival(convo);
             let event = StreamEvent::Message {
                 cursor: cursor.clone(),
                 message: message.clone(),
@@ -601,6 +624,7 @@ impl Sim {
                 let c = self.index[&convo];
                 self.report.streams += 1;
                 self.streams[c] = Some((stream, false));
+                self.arrivals[c].clear();
                 let d = self.stream_delay();
                 let gen = self.gen;
                 self.schedule(
