@@ -1,0 +1,200 @@
+//! Fault injection: profiles, knobs, and the seeded plan that decides every fault.
+//!
+//! Each decision is a pure function of the seed and of *what* it is about (the n-th message
+//! of a conversation, the m-th event of the k-th stream, the n-th fetch), never of timing or
+//! of a shared RNG's state, so the same seed gives the same fault schedule however the
+//! requests interleave.
+
+use std::time::Duration;
+
+/// Fault rates, per mille, and delays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// A stream event is not sent.
+    pub drop: u16,
+    /// A stream event is sent twice.
+    pub duplicate: u16,
+    /// A stream event is held back and sent after the next one.
+    pub reorder: u16,
+    /// A stream event is not sent and an `infoEvent` `slow-consumer` is sent instead.
+    pub slow_consumer: u16,
+    /// A stream is cut after a random time up to `cut_after_max`.
+    pub cut: u16,
+    /// Longest time before a cut.
+    pub cut_after_max: Duration,
+    /// A `getMessages` call gets 500.
+    pub fetch_error: u16,
+    /// A `getMessages` call gets 429 with `Retry-After: 1`.
+    pub fetch_rate_limit: u16,
+    /// A `getMessages` call is answered after `slow_delay`.
+    pub fetch_slow: u16,
+    /// How slow.
+    pub slow_delay: Duration,
+    /// A `getMessages` call is not answered for `hang` (the client's timeout fires).
+    pub fetch_hang: u16,
+    /// How long.
+    pub hang: Duration,
+    /// A seq is skipped for good (a hole).
+    pub hole: u16,
+    /// A message commits late: visible up to `late_max` after the next one.
+    pub late: u16,
+    /// Longest late-commit delay.
+    pub late_max: Duration,
+    /// The next message gets the same seq (the real server's `MAX(seq)+1` race).
+    pub shared_seq: u16,
+    /// A message expires after up to `expire_max`.
+    pub expire: u16,
+    /// Longest life of an expiring message.
+    pub expire_max: Duration,
+    /// A generated message is ephemeral (`seq = 0`, stream only).
+    pub ephemeral: u16,
+    /// A generated message is sent one epoch behind.
+    pub epoch_back: u16,
+    /// A generated message is an MLS commit (replayed on resume; starts a new epoch).
+    pub commit: u16,
+}
+
+/// A named set of faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// No faults.
+    Calm,
+    /// A phone on a bad network: drops, reorders, cuts, failing and slow fetches, and the
+    /// real server's quirks now and then.
+    FlakyMobile,
+    /// Everything, often; `getMessages` tokens are accepted once only.
+    Hostile,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Profile, String> {
+        match s {
+            "calm" => Ok(Profile::Calm),
+            "flaky-mobile" => Ok(Profile::FlakyMobile),
+            "hostile" => Ok(Profile::Hostile),
+            other => Err(format!(
+                "unknown profile {other:?}: expected calm, flaky-mobile or hostile"
+            )),
+        }
+    }
+}
+
+impl Profile {
+    /// The profile's faults.
+    pub fn faults(self) -> Faults {
+        let ms = Duration::from_millis;
+        match self {
+            Profile::Calm => Faults::default(),
+            Profile::FlakyMobile => Faults {
+                drop: 30,
+                duplicate: 20,
+                reorder: 30,
+                slow_consumer: 5,
+                cut: 300,
+                cut_after_max: ms(8_000),
+                fetch_error: 50,
+                fetch_rate_limit: 20,
+                fetch_slow: 100,
+                slow_delay: ms(400),
+                fetch_hang: 5,
+                hang: ms(20_000),
+                hole: 5,
+                late: 10,
+                late_max: ms(800),
+                shared_seq: 5,
+                expire: 2,
+                expire_max: ms(3_000),
+                ephemeral: 10,
+                epoch_back: 5,
+                commit: 20,
+            },
+            Profile::Hostile => Faults {
+                drop: 120,
+                duplicate: 80,
+                reorder: 100,
+                slow_consumer: 20,
+                cut: 600,
+                cut_after_max: ms(4_000),
+                fetch_error: 150,
+                fetch_rate_limit: 60,
+                fetch_slow: 150,
+                slow_delay: ms(600),
+                fetch_hang: 20,
+                hang: ms(20_000),
+                hole: 20,
+                late: 30,
+                late_max: ms(1_000),
+                shared_seq: 20,
+                expire: 10,
+                expire_max: ms(3_000),
+                ephemeral: 20,
+                epoch_back: 20,
+                commit: 40,
+            },
+        }
+    }
+}
+
+/// What a decision is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u64)]
+pub(crate) enum Topic {
+    Hole = 1,
+    Late,
+    LateDelay,
+    Shared,
+    Expire,
+    ExpireDelay,
+    Ephemeral,
+    EpochBack,
+    Commit,
+    Drop,
+    Duplicate,
+    Reorder,
+    SlowConsumer,
+    Cut,
+    CutAfter,
+    FetchError,
+    FetchRateLimit,
+    FetchSlow,
+    FetchHang,
+    Payload,
+    Id,
+}
+
+/// The seeded plan.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    seed: u64,
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Plan {
+    /// The plan of a seed.
+    pub fn new(seed: u64) -> Plan {
+        Plan { seed }
+    }
+
+    /// A number for (`topic`, `a`, `b`), the same for the same seed.
+    pub(crate) fn value(&self, topic: Topic, a: u64, b: u64) -> u64 {
+        mix(self.seed ^ mix(topic as u64 ^ mix(a ^ mix(b))))
+    }
+
+    /// Whether a fault of `per_mille` happens for (`topic`, `a`, `b`).
+    pub(crate) fn roll(&self, per_mille: u16, topic: Topic, a: u64, b: u64) -> bool {
+        per_mille > 0 && self.value(topic, a, b) % 1000 < u64::from(per_mille)
+    }
+
+    /// A duration between `max / 2` and `max` for (`topic`, `a`, `b`).
+    pub(crate) fn delay(&self, max: Duration, topic: Topic, a: u64, b: u64) -> Duration {
+        let ms = (max.as_millis() as u64).max(2);
+        Duration::from_millis(ms / 2 + self.value(topic, a, b) % (ms - ms / 2 + 1))
+    }
+}

@@ -1,0 +1,393 @@
+//! The conversations: one in-memory log each, seqs assigned as the real server does.
+
+use crate::faults::{Faults, Plan, Topic};
+use gapless_catbird::message::{Ciphertext, MessageView};
+use gapless_catbird::messages::{GapInfo, GetMessagesResponse};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::broadcast;
+
+/// One stored message.
+#[derive(Clone, Debug)]
+pub(crate) struct Stored {
+    pub(crate) id: String,
+    pub(crate) seq: u64,
+    pub(crate) epoch: u64,
+    pub(crate) commit: bool,
+    pub(crate) ciphertext: Vec<u8>,
+    pub(crate) created: SystemTime,
+    pub(crate) cursor: String,
+    pub(crate) visible: bool,
+    pub(crate) expires: Option<Instant>,
+}
+
+impl Stored {
+    fn served(&self, now: Instant) -> bool {
+        self.visible && self.seq > 0 && self.expires.is_none_or(|e| e > now)
+    }
+
+    fn view(&self, convo: &str, stream_style: bool) -> MessageView {
+        let created = humantime::format_rfc3339_micros(self.created).to_string();
+        MessageView {
+            id: self.id.clone(),
+            convo_id: convo.to_string(),
+            ciphertext: Ciphertext::from_bytes(&self.ciphertext),
+            epoch: self.epoch,
+            seq: self.seq,
+            // The real server: `+00:00` on the stream, `Z` from getMessages, same instant.
+            created_at: if stream_style {
+                created.replace('Z', "+00:00")
+            } else {
+                created
+            },
+            message_type: (!stream_style)
+                .then(|| if self.commit { "commit" } else { "app" }.into()),
+            reactions: None,
+            sender: None,
+            embed_type: None,
+            embed_uri: None,
+        }
+    }
+
+    /// The `messageEvent` frame's JSON.
+    pub(crate) fn event_json(&self, convo: &str) -> String {
+        serde_json::json!({
+            "$type": "blue.catbird.mls.streamConvoEvents#messageEvent",
+            "cursor": self.cursor,
+            "message": self.view(convo, true),
+        })
+        .to_string()
+    }
+}
+
+/// What a stream subscriber receives.
+#[derive(Clone, Debug)]
+pub(crate) struct Live {
+    pub(crate) json: Arc<str>,
+}
+
+pub(crate) struct Log {
+    pub(crate) stored: Vec<Stored>,
+    max_seq: u64,
+    epoch: u64,
+    /// Messages sent so far (the plan's index).
+    sent: u64,
+    next_shares: bool,
+    pub(crate) tx: broadcast::Sender<Live>,
+    pub(crate) streams_opened: u64,
+    pub(crate) fetches: u64,
+}
+
+impl Log {
+    fn new() -> Log {
+        let (tx, _) = broadcast::channel(4096);
+        Log {
+            stored: Vec::new(),
+            max_seq: 0,
+            epoch: 0,
+            sent: 0,
+            next_shares: false,
+            tx,
+            streams_opened: 0,
+            fetches: 0,
+        }
+    }
+}
+
+/// What a send asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Send {
+    /// The client's `msgId` (the id of an ephemeral message).
+    pub msg_id: Option<String>,
+    /// The ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// The sender's epoch (`None`: the conversation's).
+    pub epoch: Option<u64>,
+    /// `delivery: ephemeral`.
+    pub ephemeral: bool,
+    /// Whether server-side faults (holes, late commits, …) may apply. The traffic
+    /// generator's messages are subject to them; a client's `sendMessage` is too unless the
+    /// profile is calm.
+    pub faulty: bool,
+}
+
+/// What a send did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The server's id.
+    pub id: String,
+    /// The seq (`0`: ephemeral).
+    pub seq: u64,
+    /// The epoch.
+    pub epoch: u64,
+    /// When it becomes visible, if it commits late.
+    pub late_by: Option<Duration>,
+    /// When it expires, if it does.
+    pub expires_in: Option<Duration>,
+}
+
+/// Counts of the faults applied, so that tests can observe each knob.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Keyed by knob name.
+    pub counts: BTreeMap<&'static str, u64>,
+}
+
+impl FaultCounts {
+    pub(crate) fn bump(&mut self, knob: &'static str) {
+        *self.counts.entry(knob).or_default() += 1;
+    }
+
+    /// How often a knob fired.
+    pub fn get(&self, knob: &str) -> u64 {
+        self.counts.get(knob).copied().unwrap_or(0)
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) convos: HashMap<String, Log>,
+    pub(crate) faults: Faults,
+    pub(crate) plan: Plan,
+    pub(crate) next_cursor: u64,
+    pub(crate) counts: FaultCounts,
+    pub(crate) used_nonces: HashMap<String, Instant>,
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A 26-character Crockford base32 cursor, ordered like the counter (as ULIDs are).
+fn cursor(counter: u64, salt: u64) -> String {
+    let v: u128 = (u128::from(counter) << 64) | u128::from(salt);
+    (0..26)
+        .rev()
+        .map(|i| CROCKFORD[((v >> (i * 5)) & 31) as usize] as char)
+        .collect()
+}
+
+/// Whether a client's cursor is well-formed (26 Crockford characters, any case).
+pub(crate) fn valid_cursor(c: &str) -> bool {
+    c.len() == 26
+        && c.bytes().all(|b| {
+            CROCKFORD.contains(&b.to_ascii_uppercase()) || b"ILOU".contains(&b.to_ascii_uppercase())
+        })
+}
+
+fn uuid(v: u64, w: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        v >> 32,
+        (v >> 16) & 0xffff,
+        v & 0xfff,
+        w >> 52,
+        w & 0xffff_ffff_ffff
+    )
+}
+
+impl State {
+    pub(crate) fn new(faults: Faults, seed: u64) -> State {
+        State {
+            convos: HashMap::new(),
+            faults,
+            plan: Plan::new(seed),
+            next_cursor: 0,
+            counts: FaultCounts::default(),
+            used_nonces: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn create(&mut self, convo: &str) {
+        self.convos
+            .entry(convo.to_string())
+            .or_insert_with(Log::new);
+    }
+
+    /// Sends a message; returns what happened and, for a late commit, the index to make
+    /// visible later.
+    pub(crate) fn send(&mut self, convo: &str, req: Send, now: Instant) -> (Sent, Option<usize>) {
+        self.create(convo);
+        let plan = self.plan;
+        let f = self.faults.clone();
+        let convo_key = key(convo);
+        let log = self.convos.get_mut(convo).expect("created");
+        let n = log.sent;
+        log.sent += 1;
+        let roll = |p: u16, t: Topic| req.faulty && plan.roll(p, t, convo_key, n);
+        let ephemeral = req.ephemeral || roll(f.ephemeral, Topic::Ephemeral);
+        let mut counts = Vec::new();
+        let late = !ephemeral && roll(f.late, Topic::Late);
+        let (seq, shares) = if ephemeral {
+            (0, false)
+        } else if std::mem::take(&mut log.next_shares)
+            && log
+                .stored
+                .last()
+                .is_some_and(|s| s.visible && s.seq == log.max_seq)
+        {
+            counts.push("shared_seq");
+            (log.max_seq, true)
+        } else {
+            if roll(f.hole, Topic::Hole) {
+                counts.push("hole");
+                log.max_seq += 1;
+            }
+            log.max_seq += 1;
+            log.next_shares = !late && roll(f.shared_seq, Topic::Shared);
+            (log.max_seq, false)
+        };
+        let late = late && !shares;
+        let commit = !ephemeral && roll(f.commit, Topic::Commit);
+        if commit {
+            counts.push("commit");
+            log.epoch += 1;
+        }
+        let epoch = match req.epoch {
+            Some(e) => e,
+            None if roll(f.epoch_back, Topic::EpochBack) && log.epoch > 0 => {
+                counts.push("epoch_back");
+                log.epoch - 1
+            }
+            None => log.epoch,
+        };
+        let id = match (&req.msg_id, ephemeral) {
+            (Some(m), true) => m.clone(),
+            _ => uuid(
+                plan.value(Topic::Id, convo_key, n),
+                plan.value(Topic::Id, n, convo_key),
+            ),
+        };
+        self.next_cursor += 1;
+        let cursor = cursor(
+            self.next_cursor,
+            plan.value(Topic::Payload, self.next_cursor, 0),
+        );
+        let late_by = late.then(|| plan.delay(f.late_max, Topic::LateDelay, convo_key, n));
+        let expires_in = (!ephemeral && roll(f.expire, Topic::Expire))
+            .then(|| plan.delay(f.expire_max, Topic::ExpireDelay, convo_key, n));
+        if late_by.is_some() {
+            counts.push("late");
+        }
+        if expires_in.is_some() {
+            counts.push("expire");
+        }
+        if ephemeral && !req.ephemeral {
+            counts.push("ephemeral");
+        }
+        let stored = Stored {
+            id: id.clone(),
+            seq,
+            epoch,
+            commit,
+            ciphertext: req.ciphertext,
+            created: SystemTime::now(),
+            cursor,
+            visible: late_by.is_none(),
+            expires: expires_in.map(|d| now + d),
+        };
+        let json = stored.event_json(convo);
+        let index = if ephemeral {
+            None
+        } else {
+            log.stored.push(stored);
+            Some(log.stored.len() - 1)
+        };
+        if late_by.is_none() {
+            let _ = log.tx.send(Live { json: json.into() });
+        }
+        for c in counts {
+            self.counts.bump(c);
+        }
+        let sent = Sent {
+            id,
+            seq,
+            epoch,
+            late_by,
+            expires_in,
+        };
+        (sent, index.filter(|_| late_by.is_some()))
+    }
+
+    /// A late message commits.
+    pub(crate) fn make_visible(&mut self, convo: &str, index: usize) {
+        if let Some(log) = self.convos.get_mut(convo) {
+            if let Some(s) = log.stored.get_mut(index) {
+                s.visible = true;
+                let json = s.event_json(convo);
+                let _ = log.tx.send(Live { json: json.into() });
+            }
+        }
+    }
+
+    /// `getMessages`, as the real server answers it.
+    pub(crate) fn page(
+        &self,
+        convo: &str,
+        since_seq: Option<i64>,
+        limit: usize,
+        now: Instant,
+    ) -> Option<GetMessagesResponse> {
+        let log = self.convos.get(convo)?;
+        let mut rows: Vec<&Stored> = log
+            .stored
+            .iter()
+            .filter(|s| s.served(now) && since_seq.is_none_or(|since| s.seq as i64 > since))
+            .collect();
+        rows.sort_by_key(|s| (s.epoch, s.seq));
+        rows.truncate(limit);
+        let messages: Vec<MessageView> = rows.iter().map(|s| s.view(convo, false)).collect();
+        let last_seq = messages.last().map(|m| m.seq);
+        // gapInfo: convo-wide, only when there are gaps.
+        let live: std::collections::BTreeSet<u64> = log
+            .stored
+            .iter()
+            .filter(|s| s.served(now))
+            .map(|s| s.seq)
+            .collect();
+        let gap_info = match (live.first(), live.last()) {
+            (Some(&lo), Some(&hi)) => {
+                let missing: Vec<u64> = (lo..=hi).filter(|s| !live.contains(s)).collect();
+                (!missing.is_empty()).then(|| GapInfo {
+                    has_gaps: true,
+                    missing_seqs: missing,
+                    total_messages: log.stored.iter().filter(|s| s.served(now)).count() as u64,
+                })
+            }
+            _ => None,
+        };
+        Some(GetMessagesResponse {
+            messages,
+            last_seq,
+            gap_info,
+            cursor: None,
+        })
+    }
+
+    /// The seq of a message id, for `sinceMessage`.
+    pub(crate) fn seq_of(&self, convo: &str, id: &str) -> Option<u64> {
+        self.convos
+            .get(convo)?
+            .stored
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.seq)
+    }
+
+    /// Commit messages after `cursor` (what the real server replays on resume).
+    pub(crate) fn replay(&self, convo: &str, after: &str, now: Instant) -> Vec<String> {
+        let after = after.to_ascii_uppercase();
+        self.convos.get(convo).map_or_else(Vec::new, |log| {
+            log.stored
+                .iter()
+                .filter(|s| s.commit && s.served(now) && s.cursor > after)
+                .map(|s| s.event_json(convo))
+                .collect()
+        })
+    }
+}
+
+/// A stable number for a conversation id (for the plan).
+pub(crate) fn key(convo: &str) -> u64 {
+    convo.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
