@@ -828,6 +828,11 @@ impl Convo {
 
     /// Closed: reopen after a backoff, reset only if the connection stayed healthy.
     fn wait_to_reopen(&mut self, cx: &mut Ctx) {
+        // Events in flight died with the connection: whatever fetch comes next (the
+        // catch-up on reopen, a gap fetch, a poll) rechecks from here, even if the
+        // checkpoint moves on meanwhile.
+        let here = Seq(self.cp.seq.0.saturating_sub(cx.config.catch_up_overlap - 1));
+        self.lower_recheck(here);
         let attempts = match self.stream {
             Stream::Open { since, .. } if cx.now.since(since) >= cx.config.healthy_after => 0,
             Stream::Open { attempts, .. }

@@ -66,6 +66,15 @@ fn sse_text() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        rng_seed: match std::env::var("PROPTEST_RNG_SEED").as_deref() {
+            Ok("random") => proptest::test_runner::RngSeed::Random,
+            _ => proptest::test_runner::RngSeed::Fixed(20_261_127),
+        },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn same_frames_for_every_split(input in sse_text(), cuts in proptest::collection::vec(any::<usize>(), 0..20)) {
         let whole = decode_chunks(&[&input], Limits::default());

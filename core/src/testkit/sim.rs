@@ -180,10 +180,12 @@ pub struct Sim {
     /// Arrival times of the last events on each stream: an event may overtake at most
     /// `REORDER_DEPTH` earlier ones (a real SSE stream is FIFO; this is its jitter).
     arrivals: Vec<VecDeque<Time>>,
+    /// The arrival of the last message sharing a seq on each stream.
+    barriers: Vec<Time>,
     store: Vec<Stored>,
     sent: Vec<usize>,
-    /// Messages sharing a seq: the network never loses them (a loss would be undetectable
-    /// by any client that pages by seq; see the README's limits).
+    /// Messages sharing a seq: the network never loses or reorders them (a loss would be
+    /// undetectable by any client that pages by seq; see the README's limits).
     companions: HashSet<MessageId>,
     checker: Checker,
     report: SimReport,
@@ -228,6 +230,7 @@ impl Sim {
             server: SimServer::new(cfg.seed, cfg.faults.server.clone()),
             streams: vec![None; cfg.convos],
             arrivals: vec![VecDeque::new(); cfg.convos],
+            barriers: vec![Time::ZERO; cfg.convos],
             store: vec![Stored::default(); cfg.convos],
             sent: vec![0; cfg.convos],
             companions: HashSet::new(),
@@ -274,12 +277,16 @@ impl Sim {
     }
 
     /// The delay of the next event on `convo`'s stream: random, but no earlier than the
-    /// event `REORDER_DEPTH + 1` places before it.
-    fn stream_arrival(&mut self, convo: usize) -> Duration {
-        let mut at = self.now + self.stream_delay();
+    /// event `REORDER_DEPTH + 1` places before it, nor than a message sharing a seq (nothing
+    /// overtakes those: see `companions`).
+    fn stream_arrival(&mut self, convo: usize, barrier: bool) -> Duration {
+        let mut at = (self.now + self.stream_delay()).max(self.barriers[convo]);
         let arrivals = &mut self.arrivals[convo];
         if arrivals.len() > REORDER_DEPTH {
             at = at.max(arrivals[arrivals.len() - 1 - REORDER_DEPTH]);
+        }
+        if barrier {
+            self.barriers[convo] = at;
         }
         arrivals.push_back(at);
         if arrivals.len() > REORDER_DEPTH + 1 {
@@ -523,7 +530,7 @@ impl Sim {
         }
         let copies = if self.roll(faults.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
-            let d = self.stream_arrival(convo);
+            let d = self.stream_arrival(convo, protected);
             let event = StreamEvent::Message {
                 cursor: cursor.clone(),
                 message: message.clone(),
@@ -625,6 +632,7 @@ impl Sim {
                 self.report.streams += 1;
                 self.streams[c] = Some((stream, false));
                 self.arrivals[c].clear();
+                self.barriers[c] = Time::ZERO;
                 let d = self.stream_delay();
                 let gen = self.gen;
                 self.schedule(
