@@ -10,6 +10,8 @@
 //! - [`Harness`]: a scripted driver for named scenarios, recording a readable trace.
 
 mod check;
+#[cfg(feature = "fuzzing")]
+mod fuzz;
 mod harness;
 mod ops;
 mod server;
@@ -17,6 +19,8 @@ mod sim;
 mod trace;
 
 pub use check::{Checker, Violation};
+#[cfg(feature = "fuzzing")]
+pub use fuzz::{FuzzConfig, FuzzInput};
 pub use harness::Harness;
 pub use ops::{Op, OpRunner, CONVOS};
 pub use server::{ServerFaults, SimServer};

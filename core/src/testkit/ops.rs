@@ -15,6 +15,7 @@ pub const CONVOS: u8 = 4;
 
 /// One input, described by small numbers so that any bytes make a valid sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 pub enum Op {
     /// Subscribe conversation `convo` (again: a typed error).
     Subscribe {
