@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gapless::Time;
 use gapless_benches::*;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -25,13 +25,10 @@ fn buffer(c: &mut Criterion) {
                 b.iter_batched(
                     || {
                         let (m, convo, stream) = machine_with_one_stream();
-                        let inputs = stream_inputs(&convo, stream, &order, payload);
-                        let lost: BTreeMap<u64, _> =
-                            lost.iter().map(|&s| (s, message(s, payload))).collect();
-                        (m, inputs, lost)
+                        (m, stream_inputs(&convo, stream, &order, payload))
                     },
-                    |(mut m, inputs, mut lost)| {
-                        let (delivered, _) = run_machine(&mut m, inputs, &mut lost, Time::ZERO);
+                    |(mut m, inputs)| {
+                        let (delivered, _) = run_machine(&mut m, inputs, payload, Time::ZERO);
                         assert!(delivered as u64 >= N - 1, "{delivered}");
                         black_box(m)
                     },

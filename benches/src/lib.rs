@@ -168,23 +168,47 @@ pub fn stream_inputs(
 }
 
 /// Feeds a workload to the machine as an adapter would — one input, drain, a millisecond
-/// passes, timeouts — answering fetches from `lost` (the server has what the stream lost).
+/// passes, timeouts — answering fetches as the server would: with every message sent so far
+/// (up to the highest seq the stream has carried) above the position asked for.
 /// Returns how many messages were delivered.
 pub fn run_machine(
     m: &mut SyncMachine,
     inputs: Vec<Input>,
-    lost: &mut BTreeMap<u64, Message>,
+    payload: usize,
     start: Time,
 ) -> (usize, Time) {
     let mut delivered = 0;
     let mut now = start;
-    let mut pages = Vec::new();
-    for input in inputs {
+    let mut sent = 0;
+    let n = inputs.len();
+    for (i, input) in inputs.into_iter().enumerate() {
+        if let Input::StreamEvent {
+            event: StreamEvent::Message { message, .. },
+            ..
+        } = &input
+        {
+            sent = sent.max(message.seq.0);
+        }
         now = Time::from_millis(now.as_millis() + 1);
         m.handle(now, input).expect("input");
+        if i + 1 == n {
+            // The stream is over: let gap_wait pass for the last gap.
+            now = Time::from_millis(now.as_millis() + 1_000);
+        }
         if m.poll_timeout().is_some_and(|t| t <= now) {
             m.handle_timeout(now);
         }
+        delivered += serve(m, now, sent, payload);
+    }
+    (delivered, now)
+}
+
+/// Drains the machine, answering every fetch (including those a page leads to) as the
+/// server would; returns how many messages were delivered.
+fn serve(m: &mut SyncMachine, now: Time, sent: u64, payload: usize) -> usize {
+    let mut delivered = 0;
+    let mut pages = Vec::new();
+    loop {
         while let Some(c) = m.poll_command() {
             match c {
                 Command::Deliver(_) => delivered += 1,
@@ -192,29 +216,22 @@ pub fn run_machine(
                 _ => {}
             }
         }
-        for f in pages.drain(..) {
-            let since = f.since_seq.0;
-            let messages: Vec<Message> = lost
-                .range(since + 1..)
-                .take(usize::from(f.limit))
-                .map(|(_, msg)| msg.clone())
-                .collect();
-            m.handle(
-                now,
-                Input::FetchPage(Page {
-                    request: f.id,
-                    messages,
-                }),
-            )
-            .expect("page");
-            while let Some(c) = m.poll_command() {
-                if let Command::Deliver(_) = c {
-                    delivered += 1;
-                }
-            }
-        }
+        let Some(f) = pages.pop() else {
+            return delivered;
+        };
+        let messages: Vec<Message> = (f.since_seq.0 + 1..=sent)
+            .take(usize::from(f.limit))
+            .map(|seq| message(seq, payload))
+            .collect();
+        m.handle(
+            now,
+            Input::FetchPage(Page {
+                request: f.id,
+                messages,
+            }),
+        )
+        .expect("page");
     }
-    (delivered, now)
 }
 
 /// Baseline (a): move each message from the input vector to an output queue, then drain it.
@@ -287,6 +304,12 @@ pub fn run_seed(
         delivered += buffer.out.len();
         buffer.out.drain(..).for_each(drop);
     }
+    // What is still missing comes with the last page.
+    for m in lost {
+        buffer.arrive(convo, m);
+    }
+    delivered += buffer.out.len();
+    buffer.out.drain(..).for_each(drop);
     delivered
 }
 

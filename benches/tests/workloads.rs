@@ -1,0 +1,27 @@
+//! The bench workloads deliver everything (a bench that measures a broken run measures
+//! nothing).
+
+use gapless::Time;
+use gapless_benches::*;
+
+#[test]
+fn every_workload_delivers_every_message() {
+    for workload in Workload::ALL {
+        let (order, lost) = arrivals(workload, 10_000);
+        let (mut m, convo, stream) = machine_with_one_stream();
+        let inputs = stream_inputs(&convo, stream, &order, 16);
+        let (delivered, _) = run_machine(&mut m, inputs, 16, Time::ZERO);
+        assert_eq!(delivered, 10_000, "{}", workload.name());
+        assert_eq!(position(&m, &convo).0, 10_000);
+
+        let inputs = stream_inputs(&convo, stream, &order, 16);
+        let lost: Vec<_> = lost.iter().map(|&s| message(s, 16)).collect();
+        let mut seed = SeedBuffer::default();
+        assert_eq!(
+            run_seed(&mut seed, &convo.to_string(), inputs, &lost),
+            10_000,
+            "seed {}",
+            workload.name()
+        );
+    }
+}
