@@ -47,6 +47,23 @@ fn anomalies(h: &Harness) -> Vec<Anomaly> {
         .collect()
 }
 
+/// Keeps the stream alive with a keepalive every 15 s, `n` times.
+fn keep_alive(h: &mut Harness, n: usize) {
+    for _ in 0..n {
+        h.advance(Duration::from_secs(15));
+        h.event("c", "keepalive", StreamEvent::Keepalive);
+    }
+}
+
+/// Lets time pass, 10 ms at a time, until the machine opens the stream again.
+fn time_to_reopen(h: &mut Harness) -> Duration {
+    let (t0, before) = (h.now(), opens(h));
+    while opens(h) == before {
+        h.advance(MS(10));
+    }
+    h.now().since(t0)
+}
+
 fn opens(h: &Harness) -> usize {
     h.commands()
         .iter()
@@ -350,11 +367,8 @@ fn reconnect_delays(seed: u64, n: usize) -> Vec<Duration> {
     let mut delays = Vec::new();
     for _ in 0..n {
         h.close("c", Some(StreamError::Transient));
-        let (t0, before) = (h.now(), opens(&h));
-        while opens(&h) == before {
-            h.advance(MS(10));
-        }
-        delays.push(h.now().since(t0));
+        let elapsed = time_to_reopen(&mut h);
+        delays.push(elapsed);
     }
     delays
 }
@@ -394,11 +408,8 @@ fn backoff_resets_only_after_the_stream_stayed_healthy() {
                 h.advance(Duration::from_secs(1));
             }
             h.close("c", Some(StreamError::Transient));
-            let (t0, before) = (h.now(), opens(&h));
-            while opens(&h) == before {
-                h.advance(MS(10));
-            }
-            let delay = h.now().since(t0);
+            let elapsed = time_to_reopen(&mut h);
+            let delay = elapsed;
             if healthy {
                 assert!(delay <= MS(510), "reset after 60 s healthy: {delay:?}");
             } else {
@@ -415,10 +426,7 @@ fn backoff_resets_only_after_the_stream_stayed_healthy() {
 #[test]
 fn silent_stream_is_closed_and_reopened_after_idle_timeout() {
     let mut h = live(Config::default());
-    for _ in 0..8 {
-        h.advance(Duration::from_secs(15));
-        h.event("c", "keepalive", StreamEvent::Keepalive);
-    }
+    keep_alive(&mut h, 8);
     assert!(!h
         .commands()
         .iter()
@@ -447,10 +455,7 @@ fn silent_stream_is_closed_and_reopened_after_idle_timeout() {
 #[test]
 fn periodic_catch_up_runs_while_the_stream_is_down_not_while_it_is_healthy() {
     let mut h = live(Config::default());
-    for _ in 0..6 {
-        h.advance(Duration::from_secs(15));
-        h.event("c", "keepalive", StreamEvent::Keepalive);
-    }
+    keep_alive(&mut h, 6);
     assert_eq!(
         fetches(&h).len(),
         1,
@@ -477,10 +482,7 @@ fn periodic_catch_up_runs_while_the_stream_is_down_not_while_it_is_healthy() {
 #[test]
 fn healthy_stream_still_catches_up_slowly_so_a_lost_last_message_is_found() {
     let mut h = live(Config::default());
-    for _ in 0..9 {
-        h.advance(Duration::from_secs(15));
-        h.event("c", "keepalive", StreamEvent::Keepalive);
-    }
+    keep_alive(&mut h, 9);
     assert_eq!(
         fetches(&h).len(),
         2,

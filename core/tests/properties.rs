@@ -255,3 +255,91 @@ fn liveness_bound_is_checked_not_assumed() {
         report.violations
     );
 }
+
+/// Fault schedules that random exploration once broke (each fixed in the machine or the
+/// simulation since); kept as named cases.
+#[test]
+fn schedules_found_by_exploration_stay_fixed() {
+    let network = |drop, duplicate, cut, max_delay_ms, fetch_delay_ms, server| Faults {
+        drop,
+        duplicate,
+        cut,
+        slow_consumer: 1,
+        unauthorized: 1,
+        max_delay_ms,
+        fetch_delay_ms,
+        server,
+        ..Faults::default()
+    };
+    let shared = |shared, late, expire, epoch_back| ServerFaults {
+        shared,
+        late,
+        expire,
+        epoch_back,
+        commit: 1,
+        ..ServerFaults::default()
+    };
+    let machine = |buf, total, inflight, limit| Config {
+        max_buffered: buf,
+        max_buffered_total: total,
+        max_inflight_fetches: inflight,
+        page_limit: limit,
+        ..Config::default()
+    };
+    let cases = [
+        // A companion in flight when the machine crashed, overtaken by later events.
+        SimConfig {
+            seed: 14226120360799576495,
+            convos: 2,
+            messages: 41,
+            send_interval_ms: 30,
+            catch_up_only_every: 3,
+            faults: network(1, 20, 1, 557, 367, shared(73, 0, 57, 1)),
+            faults_until: Time::from_millis(1086),
+            restarts: vec![Time::from_millis(1156)],
+            machine: machine(12, 24, 2, 9),
+            ..SimConfig::default()
+        },
+        // A companion lost in a cut after a fetch had carried the checkpoint past it.
+        SimConfig {
+            seed: 6379815429656942597,
+            convos: 5,
+            messages: 91,
+            send_interval_ms: 23,
+            catch_up_only_every: 2,
+            faults: Faults {
+                connect_fail: 1,
+                rate_limit: 16,
+                ..network(0, 0, 280, 578, 316, shared(34, 0, 0, 1))
+            },
+            faults_until: Time::from_millis(1858),
+            restarts: vec![Time::from_millis(402)],
+            machine: machine(1, 2, 4, 39),
+            ..SimConfig::default()
+        },
+        // A companion pushed out of a full buffer, at the first seq the stream supplied.
+        SimConfig {
+            seed: 17652559980932570714,
+            convos: 4,
+            messages: 60,
+            send_interval_ms: 79,
+            catch_up_only_every: 0,
+            faults: Faults {
+                fetch_fail: 1,
+                unauthorized: 32,
+                ..network(292, 126, 0, 282, 349, shared(64, 60, 0, 53))
+            },
+            faults_until: Time::from_millis(4789),
+            machine: machine(26, 52, 1, 10),
+            ..SimConfig::default()
+        },
+    ];
+    for cfg in cases {
+        let report = Sim::run(cfg.clone());
+        assert!(
+            report.violations.is_empty(),
+            "{:?}\n{cfg:?}",
+            report.violations
+        );
+    }
+}

@@ -2,28 +2,13 @@
 //! no panic; memory bounded by the configured limits.
 #![no_main]
 
-use gapless_catbird::sse::{Frame, Limits, SseDecoder};
+use gapless_catbird::sse::{self, Frame, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fn decode(chunks: &[&[u8]], limits: Limits) -> (Vec<Frame>, bool) {
-    let mut d = SseDecoder::new(limits);
-    let mut frames = Vec::new();
-    let mut failed = false;
-    for c in chunks {
-        d.push(c);
-        assert!(d.buffered() <= limits.max_line + limits.max_event);
-        loop {
-            match d.next_frame() {
-                Ok(Some(f)) => frames.push(f),
-                Ok(None) => break,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-    }
-    (frames, failed)
+    let d = sse::decode_chunks(chunks.iter().copied(), limits);
+    assert!(d.peak_buffered <= limits.max_line + limits.max_event);
+    (d.frames, d.failed)
 }
 
 fuzz_target!(|input: (Vec<u16>, &[u8])| {

@@ -208,3 +208,39 @@ impl SseDecoder {
         self.line.len() + self.data.len()
     }
 }
+
+/// A whole body decoded from its chunks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// The frames, in order.
+    pub frames: Vec<Frame>,
+    /// Whether a limit stopped the decoding.
+    pub failed: bool,
+    /// The most bytes the decoder held at any point.
+    pub peak_buffered: usize,
+}
+
+/// Decodes a body given in chunks (a test, a fuzz target, a recorded stream).
+pub fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, limits: Limits) -> Decoded {
+    let mut d = SseDecoder::new(limits);
+    let mut out = Decoded {
+        frames: Vec::new(),
+        failed: false,
+        peak_buffered: 0,
+    };
+    for chunk in chunks {
+        d.push(chunk);
+        out.peak_buffered = out.peak_buffered.max(d.buffered());
+        loop {
+            match d.next_frame() {
+                Ok(Some(f)) => out.frames.push(f),
+                Ok(None) => break,
+                Err(_) => {
+                    out.failed = true;
+                    break;
+                }
+            }
+        }
+    }
+    out
+}

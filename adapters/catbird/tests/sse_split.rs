@@ -1,29 +1,14 @@
 //! The SSE decoder gives the same frames for every split of its input, stays within its
 //! bounds, and never panics.
 
-use gapless_catbird::sse::{Frame, Limits, SseDecoder};
+use gapless_catbird::sse::{self, Frame, Limits, SseDecoder};
 use gapless_catbird::DecodeError;
 use proptest::prelude::*;
 
 fn decode_chunks(chunks: &[&[u8]], limits: Limits) -> (Vec<Frame>, bool) {
-    let mut d = SseDecoder::new(limits);
-    let mut frames = Vec::new();
-    let mut failed = false;
-    for c in chunks {
-        d.push(c);
-        assert!(d.buffered() <= limits.max_line + limits.max_event);
-        loop {
-            match d.next_frame() {
-                Ok(Some(f)) => frames.push(f),
-                Ok(None) => break,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-    }
-    (frames, failed)
+    let d = sse::decode_chunks(chunks.iter().copied(), limits);
+    assert!(d.peak_buffered <= limits.max_line + limits.max_event);
+    (d.frames, d.failed)
 }
 
 fn split_at(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
