@@ -13,7 +13,7 @@ use std::time::Duration;
 /// A point in time: milliseconds since an origin the adapter picks.
 ///
 /// The core never reads a clock; every input carries the current `Time`. Adapters usually
-/// take `Instant::now()` at start-up as the origin.
+/// take the instant they start as the origin.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
