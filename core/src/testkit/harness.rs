@@ -145,12 +145,7 @@ impl Harness {
     /// Lets virtual time pass, firing every deadline on the way.
     pub fn advance(&mut self, by: Duration) {
         let until = self.now + by;
-        while let Some(t) = self.machine.poll_timeout() {
-            if t > until {
-                break;
-            }
-            self.now = self.now.max(t);
-            self.machine.handle_timeout(self.now);
+        while super::fire_next_deadline(&mut self.machine, &mut self.now, until) {
             self.drain();
         }
         self.now = until;

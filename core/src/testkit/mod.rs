@@ -26,3 +26,18 @@ pub use ops::{Op, OpRunner, CONVOS};
 pub use server::{ServerFaults, SimServer};
 pub use sim::{Faults, Sim, SimConfig, SimReport};
 pub use trace::format_command;
+
+use crate::{SyncMachine, Time};
+
+/// Fires the machine's next deadline if it is due by `until`, moving `now` to it; returns
+/// whether it did (drain the commands, then call again).
+pub fn fire_next_deadline(machine: &mut SyncMachine, now: &mut Time, until: Time) -> bool {
+    match machine.poll_timeout() {
+        Some(t) if t <= until => {
+            *now = (*now).max(t);
+            machine.handle_timeout(*now);
+            true
+        }
+        _ => false,
+    }
+}

@@ -347,12 +347,7 @@ impl OpRunner {
             }
             Op::Advance { ms } => {
                 let until = self.now + Duration::from_millis(u64::from(*ms));
-                while let Some(t) = self.machine.poll_timeout() {
-                    if t > until {
-                        break;
-                    }
-                    self.now = self.now.max(t);
-                    self.machine.handle_timeout(self.now);
+                while super::fire_next_deadline(&mut self.machine, &mut self.now, until) {
                     self.drain();
                 }
                 self.now = until;
