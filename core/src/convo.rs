@@ -474,7 +474,6 @@ impl Convo {
         // This page answers the recheck from `since` up, unless the recheck was asked for
         // while it was in flight (the server answered from an earlier state).
         let moved = std::mem::take(&mut self.fetch.recheck_moved);
-        let prior = self.cp.recheck_from;
         let base = if moved {
             self.cp.recheck_from
         } else {
@@ -542,10 +541,7 @@ impl Convo {
             // page's message sharing a seq is not pushed out of the dedup window first.
             delivered |= self.offer_now(cx, m);
         }
-        let before_release = self.cp.seq;
         self.release(cx);
-        // The first seq the stream's own buffered messages supplied, if any.
-        let stream_from = (self.cp.seq > before_release).then(|| before_release.next());
         let dropped = self.fetch.page_dropped.take();
         if backwards > 0 {
             let anomaly = Anomaly::PageWentBackwards {
@@ -580,17 +576,6 @@ impl Convo {
             if delivered || next > since.next() {
                 self.fetch.stalled = 0;
                 self.fetch.limit = (self.fetch.limit / 2).max(cx.config.page_limit);
-                if stream_from.is_some_and(|s| next > s) {
-                    // The page proved past the first seq the stream's own messages supplied:
-                    // the gap is filled, and paging through the stream's messages again
-                    // would only re-read them. (A gap further up, if any, has its own timer; a full
-                    // page proves no hole.)
-                    // A recheck beyond what the page proved still stands.
-                    let unproved = prior.filter(|r| *r >= next);
-                    self.cp.recheck_from = min_seq(min_seq(base, dropped), unproved);
-                    self.fetch.want |= unproved.is_some();
-                    return;
-                }
                 self.cp.recheck_from = min_seq(min_seq(base, Some(next)), dropped);
                 self.fetch.want = true;
                 return;

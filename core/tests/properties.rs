@@ -333,6 +333,35 @@ fn schedules_found_by_exploration_stay_fixed() {
             machine: machine(26, 52, 1, 10),
             ..SimConfig::default()
         },
+        // Broke an attempt to stop paging once a page proved past what the stream had
+        // supplied (reverted): keep it to guard the next attempt.
+        SimConfig {
+            seed: 8675751590443573487,
+            convos: 5,
+            messages: 100,
+            send_interval_ms: 99,
+            catch_up_only_every: 2,
+            faults: Faults {
+                connect_fail: 1,
+                fetch_fail: 48,
+                slow_consumer: 20,
+                unauthorized: 0,
+                ..network(
+                    230,
+                    161,
+                    96,
+                    511,
+                    332,
+                    ServerFaults {
+                        ephemeral: 1,
+                        ..shared(97, 29, 40, 47)
+                    },
+                )
+            },
+            faults_until: Time::from_millis(11737),
+            machine: machine(24, 24, 1, 12),
+            ..SimConfig::default()
+        },
     ];
     for cfg in cases {
         let report = Sim::run(cfg.clone());
