@@ -861,64 +861,71 @@ impl Convo {
         self.fetch.state == FetchState::Idle && !self.fetch.want && self.fetch.retry_at.is_none()
     }
 
-    /// The earliest time something is due for this conversation.
-    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Time> {
-        let stream = match self.stream {
+    /// When the stream needs attention: reopen after backoff, or give up on a connection
+    /// that is silent (or never confirmed) for `idle_timeout`.
+    fn stream_deadline(&self, config: &Config) -> Option<Time> {
+        match self.stream {
             Stream::Off => None,
             Stream::Waiting { at, .. } => Some(at),
             Stream::Opening { since, .. } => Some(since + config.idle_timeout),
             Stream::Open { last_activity, .. } => Some(last_activity + config.idle_timeout),
-        };
-        let settle = if self.fetch_settled() {
-            self.active
-                .as_ref()
-                .and_then(|a| match (&a.hole, a.gap_since) {
-                    (Some(h), _) => Some(h.seen + config.hole_grace),
-                    (None, Some(since)) => Some(since + config.gap_wait),
-                    (None, None) => None,
-                })
-        } else {
-            None
-        };
-        let poll = self.poll_period(config).map(|p| self.last_catchup + p);
-        [stream, self.fetch.retry_at, settle, poll]
-            .into_iter()
-            .flatten()
-            .min()
+        }
     }
 
-    /// Does what is due at `cx.now`.
+    /// When an open gap (after `gap_wait`) or a suspected hole (after `hole_grace`) needs a
+    /// fetch; only while no fetch is pending.
+    fn settle_deadline(&self, config: &Config) -> Option<Time> {
+        if !self.fetch_settled() {
+            return None;
+        }
+        let a = self.active.as_ref()?;
+        match (&a.hole, a.gap_since) {
+            (Some(h), _) => Some(h.seen + config.hole_grace),
+            (None, Some(since)) => Some(since + config.gap_wait),
+            (None, None) => None,
+        }
+    }
+
+    /// When the safety-net catch-up is due.
+    fn poll_deadline(&self, config: &Config) -> Option<Time> {
+        self.poll_period(config).map(|p| self.last_catchup + p)
+    }
+
+    /// The earliest time something is due for this conversation.
+    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Time> {
+        [
+            self.stream_deadline(config),
+            self.fetch.retry_at,
+            self.settle_deadline(config),
+            self.poll_deadline(config),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Does what is due at `cx.now` (what `next_deadline` announced).
     pub(crate) fn on_timer(&mut self, cx: &mut Ctx) {
         let now = cx.now;
         let config = cx.config;
-        match self.stream {
-            Stream::Waiting { at, attempts } if at <= now => self.open_stream(cx, attempts),
-            Stream::Opening { id, since, .. } if since + config.idle_timeout <= now => {
-                self.close_silent_stream(cx, id)
+        let due = |t: Option<Time>| t.is_some_and(|t| t <= now);
+        if due(self.stream_deadline(config)) {
+            match self.stream {
+                Stream::Waiting { attempts, .. } => self.open_stream(cx, attempts),
+                Stream::Opening { id, .. } | Stream::Open { id, .. } => {
+                    self.close_silent_stream(cx, id)
+                }
+                Stream::Off => {}
             }
-            Stream::Open {
-                id, last_activity, ..
-            } if last_activity + config.idle_timeout <= now => self.close_silent_stream(cx, id),
-            _ => {}
         }
-        if self.fetch.retry_at.is_some_and(|t| t <= now) {
+        if due(self.fetch.retry_at) {
             self.fetch.retry_at = None;
             self.fetch.want = true;
         }
-        if self.fetch_settled() {
-            if let Some(a) = self.active.as_ref() {
-                let due = match (&a.hole, a.gap_since) {
-                    (Some(h), _) => h.seen + config.hole_grace <= now,
-                    (None, Some(since)) => since + config.gap_wait <= now,
-                    (None, None) => false,
-                };
-                self.fetch.want |= due;
-            }
+        if due(self.settle_deadline(config)) {
+            self.fetch.want = true;
         }
-        if self
-            .poll_period(config)
-            .is_some_and(|p| self.last_catchup + p <= now)
-        {
+        if due(self.poll_deadline(config)) {
             self.last_catchup = now;
             self.catch_up(config);
         }

@@ -580,6 +580,9 @@ async fn pump_stream(
     let mut next_keepalive = tokio::time::Instant::now() + keepalive;
     let cut_at = cut_after.map(|d| tokio::time::Instant::now() + d);
     let k = key(&convo);
+    // Faults and plan are fixed for the server's life: read once, not per event.
+    let f = &shared.options.faults;
+    let plan = Plan::new(shared.options.seed);
     let mut event_no = 0u64;
     let mut held: Option<Bytes> = None;
     loop {
@@ -601,27 +604,24 @@ async fn pump_stream(
                     Ok(live) => {
                         let n = event_no;
                         event_no += 1;
-                        let (plan, f) = {
-                            let s = shared.state.lock().expect("state");
-                            (s.plan, s.faults.clone())
-                        };
                         let a = k ^ (stream_no << 32);
-                        let mut state = shared.state.lock().expect("state");
-                        if plan.roll(f.drop, Topic::Drop, a, n) {
-                            state.counts.bump("drop");
+                        let roll = |p, topic| plan.roll(p, topic, a, n);
+                        let count = |knob| shared.state.lock().expect("state").counts.bump(knob);
+                        if roll(f.drop, Topic::Drop) {
+                            count("drop");
                             vec![]
-                        } else if plan.roll(f.slow_consumer, Topic::SlowConsumer, a, n) {
-                            state.counts.bump("slow_consumer");
+                        } else if roll(f.slow_consumer, Topic::SlowConsumer) {
+                            count("slow_consumer");
                             vec![slow_consumer_frame(n)]
-                        } else if plan.roll(f.reorder, Topic::Reorder, a, n) && held.is_none() {
-                            state.counts.bump("reorder");
+                        } else if held.is_none() && roll(f.reorder, Topic::Reorder) {
+                            count("reorder");
                             held = Some(data_frame(&live.json));
                             vec![]
                         } else {
                             let frame = data_frame(&live.json);
                             let mut out = vec![frame.clone()];
-                            if plan.roll(f.duplicate, Topic::Duplicate, a, n) {
-                                state.counts.bump("duplicate");
+                            if roll(f.duplicate, Topic::Duplicate) {
+                                count("duplicate");
                                 out.push(frame);
                             }
                             out.extend(held.take());
