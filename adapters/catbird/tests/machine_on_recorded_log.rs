@@ -3,6 +3,7 @@
 //! message — including seqs 11..14 that following `lastSeq` skips (recordings 75a/75b) — and
 //! skips only the seqs the server really lacks (4 deleted, 9 expired).
 
+mod common;
 use gapless::{
     Command, Config, FetchRequest, Input, Message, Seq, Subscription, SyncMachine, Time,
 };
@@ -12,12 +13,8 @@ use gapless_catbird::Limits;
 const GID: &str = "22653740d27a6e9a7293ebcf1e73ef12";
 
 fn recorded_log() -> Vec<Message> {
-    let raw = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/recordings/73a_getMessages_current_tail.http"
-    ))
-    .unwrap();
-    let body = &raw[raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let recording = common::find("73a_");
+    let body = &recording.body[..];
     let resp = GetMessagesResponse::decode(body, &Limits::default()).unwrap();
     resp.into_page(gapless::RequestId(0), &GID.into(), &Limits::default())
         .unwrap()

@@ -7,68 +7,9 @@ use gapless_catbird::sse::{Limits, SseDecoder};
 use gapless_catbird::status::ErrorAnswer;
 use gapless_catbird::{event, DecodeError};
 use std::fmt::Write;
-use std::path::PathBuf;
 
-struct Recording {
-    name: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Recording {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn recordings() -> Vec<Recording> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/recordings");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "http"))
-        .collect();
-    files.sort();
-    assert!(
-        files.len() > 80,
-        "the recordings are there: {}",
-        files.len()
-    );
-    files
-        .into_iter()
-        .map(|path| {
-            let raw = std::fs::read(&path).unwrap();
-            let split = raw
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .expect("headers end");
-            let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-            let mut lines = head.split("\r\n");
-            let status = lines
-                .next()
-                .unwrap()
-                .split(' ')
-                .nth(1)
-                .unwrap()
-                .parse()
-                .unwrap();
-            let headers = lines
-                .filter_map(|l| l.split_once(": "))
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            Recording {
-                name: path.file_name().unwrap().to_string_lossy().into_owned(),
-                status,
-                headers,
-                body: raw[split + 4..].to_vec(),
-            }
-        })
-        .collect()
-}
+mod common;
+use common::{find, recordings, Recording};
 
 fn sse_events(body: &[u8]) -> Vec<StreamEvent> {
     let limits = Limits::default();
@@ -174,13 +115,6 @@ fn summary(r: &Recording) -> String {
 fn every_recording_decodes_to_the_values_it_holds() {
     let all: Vec<String> = recordings().iter().map(summary).collect();
     insta::assert_snapshot!(all.join("\n"));
-}
-
-fn find(name: &str) -> Recording {
-    recordings()
-        .into_iter()
-        .find(|r| r.name.starts_with(name))
-        .unwrap()
 }
 
 fn page_seqs(name: &str) -> Vec<u64> {

@@ -1,6 +1,7 @@
 //! The SSE decoder gives the same frames for every split of its input, stays within its
 //! bounds, and never panics.
 
+mod common;
 use gapless_catbird::sse::{self, Frame, Limits, SseDecoder};
 use gapless_catbird::DecodeError;
 use proptest::prelude::*;
@@ -85,12 +86,8 @@ proptest! {
 
 #[test]
 fn recorded_live_stream_decodes_the_same_in_any_chunking() {
-    let raw = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/recordings/10_sse_live_bob.http"
-    ))
-    .unwrap();
-    let body = &raw[raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let recording = common::find("10_sse_live_bob");
+    let body = &recording.body[..];
     let (whole, _) = decode_chunks(&[body], Limits::default());
     assert!(whole.len() > 10);
     for size in [1, 2, 3, 7, 13, 64, 1000] {
