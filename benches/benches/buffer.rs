@@ -66,7 +66,7 @@ fn buffer(c: &mut Criterion) {
                             &mut buffer,
                             "22653740d27a6e9a7293ebcf1e73ef12",
                             inputs,
-                            &lost,
+                            lost,
                         ))
                     },
                     BatchSize::LargeInput,

@@ -284,9 +284,9 @@ pub fn run_seed(
     buffer: &mut SeedBuffer,
     convo: &str,
     inputs: Vec<Input>,
-    lost: &[Message],
+    lost: Vec<Message>,
 ) -> usize {
-    let mut lost: VecDeque<Message> = lost.iter().cloned().collect();
+    let mut lost = lost.into_iter();
     let mut delivered = 0;
     for (i, input) in inputs.into_iter().enumerate() {
         if let Input::StreamEvent {
@@ -297,7 +297,7 @@ pub fn run_seed(
             buffer.arrive(convo, message);
         }
         if i % 1000 == 999 {
-            if let Some(m) = lost.pop_front() {
+            if let Some(m) = lost.next() {
                 buffer.arrive(convo, m);
             }
         }

@@ -18,7 +18,7 @@ fn every_workload_delivers_every_message() {
         let lost: Vec<_> = lost.iter().map(|&s| message(s, 16)).collect();
         let mut seed = SeedBuffer::default();
         assert_eq!(
-            run_seed(&mut seed, &convo.to_string(), inputs, &lost),
+            run_seed(&mut seed, &convo.to_string(), inputs, lost),
             10_000,
             "seed {}",
             workload.name()

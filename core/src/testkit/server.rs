@@ -151,17 +151,6 @@ impl SimServer {
         (log.stored.len() - 1, expire)
     }
 
-    /// The ids of every message at `seq`.
-    pub fn ids_at(&self, convo: &str, seq: Seq) -> Vec<MessageId> {
-        self.convos.get(convo).map_or_else(Vec::new, |log| {
-            log.stored
-                .iter()
-                .filter(|s| s.message.seq == seq)
-                .map(|s| s.message.id.clone())
-                .collect()
-        })
-    }
-
     /// The stored message at `index`.
     pub fn stored(&self, convo: &str, index: usize) -> &Stored {
         &self.convos[convo].stored[index]
