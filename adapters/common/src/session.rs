@@ -1,0 +1,302 @@
+//! The machine, its store, and the commands between them.
+
+use crate::io::{FetchCall, Io, StreamCall, Wire};
+use crate::store::{Store, StoreError, Write};
+use crate::update::Update;
+use gapless::{
+    Command, Config, ConfigError, ConvoId, Input, InputError, MessageId, Order, StreamEvent,
+    Subscription, SyncMachine, Time,
+};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Why a session stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed; what the machine delivered since the last commit is not stored and
+    /// will be fetched again by a restarted session.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The caller passed bad input (a conversation subscribed twice, …).
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+/// What one input led to: IO for the driver to do, updates for the application (already
+/// stored).
+#[derive(Debug, Default)]
+pub struct Step {
+    /// IO to do, in order.
+    pub io: Vec<Io>,
+    /// Updates, in order, after their batch was committed.
+    pub updates: Vec<Update>,
+}
+
+impl Step {
+    /// Whether nothing is left to do.
+    pub fn is_empty(&self) -> bool {
+        self.io.is_empty() && self.updates.is_empty()
+    }
+}
+
+/// A [`SyncMachine`] with its store and clock. Every input is followed by draining all
+/// commands; the messages and checkpoints among them are committed to the store in one batch
+/// before any of them reaches the application.
+pub struct Session<S> {
+    machine: SyncMachine,
+    store: S,
+    wire: Wire,
+    origin: Instant,
+    batch: Vec<Write>,
+    fetches: u64,
+    committed: u64,
+}
+
+impl<S: Store> Session<S> {
+    /// A session with nothing subscribed.
+    pub fn new(config: Config, store: S, wire: Wire) -> Result<Session<S>, SessionError> {
+        Ok(Session {
+            machine: SyncMachine::new(config)?,
+            store,
+            wire,
+            origin: Instant::now(),
+            batch: Vec::new(),
+            fetches: 0,
+            committed: 0,
+        })
+    }
+
+    /// The machine's time now.
+    pub fn now(&self) -> Time {
+        Time::from_millis(self.origin.elapsed().as_millis() as u64)
+    }
+
+    /// The instant of a machine time.
+    pub fn instant(&self, time: Time) -> Instant {
+        self.origin + Duration::from_millis(time.as_millis())
+    }
+
+    /// When [`timeout`](Session::timeout) must be called next.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.machine.poll_timeout().map(|t| self.instant(t))
+    }
+
+    /// The machine (read only: inputs go through the session).
+    pub fn machine(&self) -> &SyncMachine {
+        &self.machine
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably (for reads between steps).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The wire settings.
+    pub fn wire(&self) -> &Wire {
+        &self.wire
+    }
+
+    /// Fetches asked for so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches
+    }
+
+    /// Messages committed to the store so far.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// Subscribes a conversation, resuming from what the store holds for it.
+    pub fn subscribe(&mut self, convo: ConvoId, live: bool) -> Result<Step, SessionError> {
+        let recent = self.machine.config().dedup_window;
+        let mut sub = if live {
+            Subscription::live(convo.clone())
+        } else {
+            Subscription::catch_up_only(convo.clone())
+        };
+        if let Some(restored) = self.store.load(&convo, recent)? {
+            tracing::info!(%convo, seq = restored.checkpoint.seq.0, "resuming from the store");
+            sub = sub
+                .from_checkpoint(restored.checkpoint)
+                .with_recent(restored.recent);
+        }
+        self.input(Input::Subscribe(sub))
+    }
+
+    /// Feeds one input (an IO result, an unsubscribe, a resume).
+    pub fn input(&mut self, input: Input) -> Result<Step, SessionError> {
+        let live = match &input {
+            Input::StreamEvent {
+                event: StreamEvent::Message { message, .. },
+                ..
+            } => Some(message.id.clone()),
+            _ => None,
+        };
+        let now = self.now();
+        self.machine.handle(now, input)?;
+        self.drain(live)
+    }
+
+    /// The deadline came (or passed).
+    pub fn timeout(&mut self) -> Result<Step, SessionError> {
+        let now = self.now();
+        self.machine.handle_timeout(now);
+        self.drain(None)
+    }
+
+    fn drain(&mut self, live: Option<MessageId>) -> Result<Step, SessionError> {
+        let mut step = Step::default();
+        let mut told = Vec::new();
+        let received_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        while let Some(command) = self.machine.poll_command() {
+            match command {
+                Command::OpenStream {
+                    convo,
+                    stream,
+                    cursor,
+                } => step
+                    .io
+                    .push(Io::Open(StreamCall::new(convo, stream, cursor.as_ref()))),
+                Command::CloseStream { convo, stream } => {
+                    step.io.push(Io::Close { convo, stream })
+                }
+                Command::Fetch(request) => {
+                    self.fetches += 1;
+                    step.io.push(Io::Fetch(FetchCall::new(request, &self.wire)))
+                }
+                Command::Deliver(delivery) => self.batch.push(Write::Message {
+                    delivery,
+                    received_at_ms,
+                }),
+                Command::Skipped {
+                    convo,
+                    from,
+                    to,
+                    checkpoint,
+                } => self.batch.push(Write::Skipped {
+                    convo,
+                    from,
+                    to,
+                    checkpoint,
+                }),
+                Command::Clear { convo, reason } => {
+                    tracing::warn!(%convo, ?reason, "conversation cleared");
+                    self.batch.push(Write::Cleared { convo, reason })
+                }
+                Command::Event { convo, event } => told.push(Update::Event { convo, event }),
+                Command::Anomaly { convo, anomaly } => {
+                    tracing::warn!(%convo, ?anomaly, "server anomaly");
+                    told.push(Update::Anomaly { convo, anomaly })
+                }
+                other => tracing::debug!(command = ?other, "unknown command ignored"),
+            }
+        }
+        if !self.batch.is_empty() {
+            self.store.commit(&self.batch)?;
+        }
+        for write in self.batch.drain(..) {
+            step.updates.push(match write {
+                Write::Message { delivery, .. } => {
+                    if delivery.order != Order::Ephemeral {
+                        self.committed += 1;
+                    }
+                    let recovered = delivery.order != Order::Ephemeral
+                        && live.as_ref() != Some(&delivery.message.id);
+                    Update::Message {
+                        convo: delivery.convo,
+                        message: delivery.message,
+                        order: delivery.order,
+                        recovered,
+                    }
+                }
+                Write::Skipped {
+                    convo, from, to, ..
+                } => Update::Skipped { convo, from, to },
+                Write::Cleared { convo, reason } => Update::Cleared { convo, reason },
+            });
+        }
+        step.updates.extend(told);
+        Ok(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+    use gapless::{Message, StreamId};
+
+    fn message(seq: u64) -> Input {
+        Input::StreamEvent {
+            convo: "c".into(),
+            stream: StreamId(0),
+            event: StreamEvent::Message {
+                cursor: None,
+                message: Message::new(format!("m{seq}"), seq, 1),
+            },
+        }
+    }
+
+    #[test]
+    fn deliveries_are_stored_before_the_application_hears_of_them_and_resume_from_the_store() {
+        let mut s = Session::new(Config::default(), MemoryStore::new(), Wire::default()).unwrap();
+        let step = s.subscribe("c".into(), true).unwrap();
+        let Some(Io::Open(call)) = step.io.first().cloned() else {
+            panic!("{step:?}")
+        };
+        s.input(Input::StreamOpened {
+            convo: "c".into(),
+            stream: call.stream,
+        })
+        .unwrap();
+        let step = s
+            .input(Input::StreamEvent {
+                convo: "c".into(),
+                stream: call.stream,
+                event: StreamEvent::Message {
+                    cursor: None,
+                    message: Message::new("m1", 1, 1),
+                },
+            })
+            .unwrap();
+        assert!(matches!(
+            &step.updates[..],
+            [Update::Message { recovered: false, .. }]
+        ));
+        assert_eq!(s.store().messages(&"c".into()), vec![(1, "m1".to_string())]);
+        assert_eq!(s.committed(), 1);
+        let store = std::mem::take(s.store_mut());
+
+        // A new session over the same store knows m1: a replay of it is not delivered again.
+        let mut s = Session::new(Config::default(), store, Wire::default()).unwrap();
+        let step = s.subscribe("c".into(), true).unwrap();
+        let Some(Io::Open(call)) = step.io.first().cloned() else {
+            panic!("{step:?}")
+        };
+        assert_eq!(s.machine().checkpoint(&"c".into()).unwrap().seq.0, 1);
+        s.input(Input::StreamOpened {
+            convo: "c".into(),
+            stream: call.stream,
+        })
+        .unwrap();
+        let replay = match message(1) {
+            Input::StreamEvent { event, .. } => Input::StreamEvent {
+                convo: "c".into(),
+                stream: call.stream,
+                event,
+            },
+            _ => unreachable!(),
+        };
+        assert!(s.input(replay).unwrap().updates.is_empty());
+    }
+}

@@ -1,0 +1,193 @@
+//! Where delivered messages and checkpoints go.
+
+use gapless::{Checkpoint, ConvoId, Delivery, Known, Order, Permanent, Seq};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// One thing to store, in the order the machine produced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// A delivered message and the checkpoint true once it is stored. An ephemeral message
+    /// (`Order::Ephemeral`, seq 0) is never stored; its checkpoint did not move.
+    Message {
+        /// The delivery.
+        delivery: Delivery,
+        /// When this process received it, milliseconds since the Unix epoch.
+        received_at_ms: u64,
+    },
+    /// Seqs `from..=to` the server confirmed (twice) it does not have.
+    Skipped {
+        /// The conversation.
+        convo: ConvoId,
+        /// First skipped seq.
+        from: Seq,
+        /// Last skipped seq.
+        to: Seq,
+        /// The checkpoint true once this is stored.
+        checkpoint: Checkpoint,
+    },
+    /// The conversation can no longer be synced.
+    Cleared {
+        /// The conversation.
+        convo: ConvoId,
+        /// Why.
+        reason: Permanent,
+    },
+}
+
+impl Write {
+    /// The conversation written to.
+    pub fn convo(&self) -> &ConvoId {
+        match self {
+            Write::Message { delivery, .. } => &delivery.convo,
+            Write::Skipped { convo, .. } | Write::Cleared { convo, .. } => convo,
+        }
+    }
+
+    /// Whether a store keeps it (ephemeral messages it does not).
+    pub fn is_stored(&self) -> bool {
+        !matches!(self, Write::Message { delivery, .. } if delivery.order == Order::Ephemeral)
+    }
+
+    /// The checkpoint it moves its conversation to, if it moves it.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        match self {
+            Write::Message { delivery, .. } if delivery.order != Order::Ephemeral => {
+                Some(&delivery.checkpoint)
+            }
+            Write::Skipped { checkpoint, .. } => Some(checkpoint),
+            _ => None,
+        }
+    }
+}
+
+/// What a store gives back to restore a conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// The stored checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Messages already stored: at least the `recent` newest by seq, and every one at or
+    /// above `checkpoint.recheck_from`, so the machine recognises what it already has.
+    pub recent: Vec<Known>,
+}
+
+/// A store failed. The session stops: the machine believes the batch delivered, so going on
+/// would lose it; a restarted session resumes from what was stored.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StoreError {
+    /// Wraps any error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError(Box::new(e))
+    }
+}
+
+/// Durable storage for delivered messages and checkpoints.
+///
+/// [`commit`](Store::commit) must be atomic (all of a batch or nothing) and idempotent by
+/// (conversation, message id): a message already stored is a no-op, not an error, and two
+/// messages may share a seq. The checkpoint a conversation ends with is the last one of its
+/// writes in the batch.
+pub trait Store: Send + 'static {
+    /// Stores a batch, all or nothing.
+    fn commit(&mut self, batch: &[Write]) -> Result<(), StoreError>;
+
+    /// A conversation's stored state, or `None` if nothing was stored for it. `recent` is
+    /// how many of the newest messages to give back at least (the machine's dedup window).
+    fn load(&mut self, convo: &ConvoId, recent: usize) -> Result<Option<Restored>, StoreError>;
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn commit(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+        (**self).commit(batch)
+    }
+    fn load(&mut self, convo: &ConvoId, recent: usize) -> Result<Option<Restored>, StoreError> {
+        (**self).load(convo, recent)
+    }
+}
+
+/// An in-memory store, for tests and for applications that persist nothing.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    convos: HashMap<ConvoId, MemoryConvo>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryConvo {
+    checkpoint: Checkpoint,
+    /// (seq, id) → epoch.
+    messages: BTreeMap<(Seq, String), u64>,
+    ids: HashSet<String>,
+    skipped: Vec<(Seq, Seq)>,
+    cleared: Option<Permanent>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Stored messages of a conversation as `(seq, id)`, in seq order.
+    pub fn messages(&self, convo: &ConvoId) -> Vec<(u64, String)> {
+        self.convos
+            .get(convo)
+            .map(|c| c.messages.keys().map(|(s, id)| (s.0, id.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Skipped ranges of a conversation.
+    pub fn skipped(&self, convo: &ConvoId) -> Vec<(Seq, Seq)> {
+        self.convos
+            .get(convo)
+            .map(|c| c.skipped.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why a conversation was cleared, if it was.
+    pub fn cleared(&self, convo: &ConvoId) -> Option<Permanent> {
+        self.convos.get(convo).and_then(|c| c.cleared)
+    }
+}
+
+impl Store for MemoryStore {
+    fn commit(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+        for write in batch.iter().filter(|w| w.is_stored()) {
+            let convo = self.convos.entry(write.convo().clone()).or_default();
+            if let Some(cp) = write.checkpoint() {
+                convo.checkpoint = cp.clone();
+            }
+            match write {
+                Write::Message { delivery, .. } => {
+                    let m = &delivery.message;
+                    if convo.ids.insert(m.id.to_string()) {
+                        convo.messages.insert((m.seq, m.id.to_string()), m.epoch.0);
+                    }
+                }
+                Write::Skipped { from, to, .. } => convo.skipped.push((*from, *to)),
+                Write::Cleared { reason, .. } => convo.cleared = Some(*reason),
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, convo: &ConvoId, recent: usize) -> Result<Option<Restored>, StoreError> {
+        let Some(c) = self.convos.get(convo) else {
+            return Ok(None);
+        };
+        let floor = c.checkpoint.recheck_from.unwrap_or(Seq(u64::MAX));
+        let n = c.messages.len();
+        let recent = c
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(i, ((seq, _), _))| i + recent >= n || *seq >= floor)
+            .map(|(_, ((seq, id), epoch))| Known::new(*seq, id.as_str(), gapless::Epoch(*epoch)))
+            .collect();
+        Ok(Some(Restored {
+            checkpoint: c.checkpoint.clone(),
+            recent,
+        }))
+    }
+}

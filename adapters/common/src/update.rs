@@ -1,0 +1,64 @@
+//! What the application is told.
+
+use gapless::{Anomaly, ConvoId, Message, Order, Permanent, Seq, StreamEvent};
+
+/// One thing that happened, told to the application after it was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Update {
+    /// A message, in order (stored unless ephemeral).
+    Message {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message.
+        message: Message,
+        /// In order, sharing the previous message's seq, or ephemeral.
+        order: Order,
+        /// Whether it came late: not delivered on its own stream event (it was fetched, or
+        /// waited in the buffer for a gap to fill).
+        recovered: bool,
+    },
+    /// Seqs the server confirmed it does not have.
+    Skipped {
+        /// The conversation.
+        convo: ConvoId,
+        /// First.
+        from: Seq,
+        /// Last.
+        to: Seq,
+    },
+    /// The conversation can no longer be synced.
+    Cleared {
+        /// The conversation.
+        convo: ConvoId,
+        /// Why.
+        reason: Permanent,
+    },
+    /// A pass-through stream event (reactions, typing, info).
+    Event {
+        /// The conversation.
+        convo: ConvoId,
+        /// The event.
+        event: StreamEvent,
+    },
+    /// The server did something it should not have; nothing was lost for it.
+    Anomaly {
+        /// The conversation.
+        convo: ConvoId,
+        /// What.
+        anomaly: Anomaly,
+    },
+}
+
+impl Update {
+    /// The conversation.
+    pub fn convo(&self) -> &ConvoId {
+        match self {
+            Update::Message { convo, .. }
+            | Update::Skipped { convo, .. }
+            | Update::Cleared { convo, .. }
+            | Update::Event { convo, .. }
+            | Update::Anomaly { convo, .. } => convo,
+        }
+    }
+}
