@@ -224,14 +224,23 @@ mod tests {
             Input::FetchFailed { failure, .. } => failure,
             other => panic!("{other:?}"),
         };
-        assert_eq!(failure(call.answer(200, None, b"{", &limits)), Failure::Transient);
+        assert_eq!(
+            failure(call.answer(200, None, b"{", &limits)),
+            Failure::Transient
+        );
         assert_eq!(
             failure(call.answer(403, None, b"", &limits)),
             Failure::Permanent(Permanent::Forbidden)
         );
-        assert_eq!(failure(call.answer(401, None, b"", &limits)), Failure::Unauthorized);
+        assert_eq!(
+            failure(call.answer(401, None, b"", &limits)),
+            Failure::Unauthorized
+        );
         let wrong = br#"{"messages":[{"id":"m4","convoId":"other","seq":4,"epoch":1,"ciphertext":{"$bytes":""}}]}"#;
-        assert_eq!(failure(call.answer(200, None, wrong, &limits)), Failure::Transient);
+        assert_eq!(
+            failure(call.answer(200, None, wrong, &limits)),
+            Failure::Transient
+        );
     }
 
     #[test]
@@ -246,11 +255,20 @@ mod tests {
             reader.feed(chunk, &mut out).unwrap();
         }
         assert_eq!(out.len(), 2);
-        assert!(matches!(&out[1], Input::StreamEvent { event: StreamEvent::Info { .. }, .. }));
+        assert!(matches!(
+            &out[1],
+            Input::StreamEvent {
+                event: StreamEvent::Info { .. },
+                ..
+            }
+        ));
         assert!(reader.feed(b"data: {not json}\n\n", &mut out).is_err());
         assert!(matches!(
             call.refused(400, None, b""),
-            Input::StreamClosed { error: Some(StreamError::InvalidCursor), .. }
+            Input::StreamClosed {
+                error: Some(StreamError::InvalidCursor),
+                ..
+            }
         ));
     }
 }

@@ -167,9 +167,7 @@ impl<S: Store> Session<S> {
                 } => step
                     .io
                     .push(Io::Open(StreamCall::new(convo, stream, cursor.as_ref()))),
-                Command::CloseStream { convo, stream } => {
-                    step.io.push(Io::Close { convo, stream })
-                }
+                Command::CloseStream { convo, stream } => step.io.push(Io::Close { convo, stream }),
                 Command::Fetch(request) => {
                     self.fetches += 1;
                     step.io.push(Io::Fetch(FetchCall::new(request, &self.wire)))
@@ -271,7 +269,10 @@ mod tests {
             .unwrap();
         assert!(matches!(
             &step.updates[..],
-            [Update::Message { recovered: false, .. }]
+            [Update::Message {
+                recovered: false,
+                ..
+            }]
         ));
         assert_eq!(s.store().messages(&"c".into()), vec![(1, "m1".to_string())]);
         assert_eq!(s.committed(), 1);

@@ -1,0 +1,396 @@
+//! # gapless-sqlite
+//!
+//! The durable [`Store`] for gapless: messages, checkpoints and skipped ranges in one SQLite
+//! database (bundled SQLite, WAL mode).
+//!
+//! - Each [`Store::commit`] — a delivery batch and the checkpoints it moves — is one
+//!   transaction: a crash at any moment leaves either all of it or none, so a restarted
+//!   session resumes exactly where the stored checkpoint says, refetching what was not
+//!   stored.
+//! - Idempotent by (conversation, message id): a redelivered id is a no-op. Two messages may
+//!   share a seq (the real server's `MAX(seq)+1` race), so seq is not a key.
+//! - Ephemeral messages (seq 0) reach the application but are never stored.
+//!
+//! ```
+//! use gapless_adapter::{Session, Wire};
+//! use gapless_sqlite::SqliteStore;
+//!
+//! let store = SqliteStore::open_in_memory().unwrap();
+//! let mut session = Session::new(gapless::Config::default(), store, Wire::default()).unwrap();
+//! // Resumes from the stored checkpoint, if any; the step says which stream to open.
+//! let step = session.subscribe("convo-1".into(), true).unwrap();
+//! assert_eq!(step.io.len(), 1);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use gapless::{Checkpoint, ConvoId, Epoch, Known, MessageKind, Permanent, Seq};
+use gapless_adapter::{Restored, Store, StoreError, Write};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::Path;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    convo       TEXT    NOT NULL,
+    id          TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    epoch       INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    created_at  TEXT,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (convo, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_seq ON messages (convo, seq);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    convo      TEXT PRIMARY KEY NOT NULL,
+    checkpoint TEXT NOT NULL,
+    cleared    TEXT
+);
+CREATE TABLE IF NOT EXISTS skipped (
+    convo    TEXT    NOT NULL,
+    from_seq INTEGER NOT NULL,
+    to_seq   INTEGER NOT NULL,
+    PRIMARY KEY (convo, from_seq, to_seq)
+) WITHOUT ROWID;
+";
+
+/// A conversation cleared before anything was stored: no position yet.
+const EMPTY_CHECKPOINT: &str = r#"{"seq":0}"#;
+
+/// A database error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqliteError {
+    /// SQLite said no.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored checkpoint does not decode (a database from an incompatible version, or
+    /// edited by hand).
+    #[error("conversation {convo}: stored checkpoint does not decode: {source}")]
+    Checkpoint {
+        /// The conversation.
+        convo: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+impl From<SqliteError> for StoreError {
+    fn from(e: SqliteError) -> StoreError {
+        StoreError::new(e)
+    }
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+/// One conversation as stored, for `gapless inspect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConvoSummary {
+    /// The conversation.
+    pub convo: String,
+    /// Its checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Why it was cleared, if it was.
+    pub cleared: Option<String>,
+    /// Stored messages.
+    pub messages: u64,
+    /// Lowest and highest stored seq.
+    pub seq_range: Option<(u64, u64)>,
+    /// Skipped ranges, `from..=to`.
+    pub skipped: Vec<(u64, u64)>,
+}
+
+/// One stored message, without its payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredMessage {
+    /// The conversation.
+    pub convo: String,
+    /// Its seq.
+    pub seq: u64,
+    /// Its id.
+    pub id: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// `app` or `commit`.
+    pub kind: String,
+    /// Payload length in bytes.
+    pub payload_len: u64,
+}
+
+fn to_i64(v: u64) -> i64 {
+    // SQLite integers are signed: a value above i64::MAX is stored bit-preserved (and read
+    // back the same), though SQL ordering then puts it first; no server's seqs come near.
+    v as i64
+}
+
+fn to_u64(v: i64) -> u64 {
+    v as u64
+}
+
+fn reason_name(reason: Permanent) -> &'static str {
+    match reason {
+        Permanent::NotMember => "not-member",
+        Permanent::NotFound => "not-found",
+        Permanent::Forbidden => "forbidden",
+        Permanent::InvalidCursor => "invalid-cursor",
+        _ => "permanent",
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) a database file, in WAL mode.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, SqliteError> {
+        SqliteStore::init(Connection::open(path)?)
+    }
+
+    /// A database in memory (tests, examples).
+    pub fn open_in_memory() -> Result<SqliteStore, SqliteError> {
+        SqliteStore::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, SqliteError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL: readers (`gapless inspect`) do not block the writer. `synchronous = NORMAL`
+        // is crash-safe for a killed process (a power loss may drop the last transactions,
+        // never half of one: the checkpoint and its messages stay consistent).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { conn })
+    }
+
+    fn commit_batch(&mut self, batch: &[Write]) -> Result<(), SqliteError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO messages
+                 (convo, id, seq, epoch, kind, payload, created_at, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            let mut skip = tx.prepare_cached(
+                "INSERT OR IGNORE INTO skipped (convo, from_seq, to_seq) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut clear = tx.prepare_cached(
+                "INSERT INTO checkpoints (convo, checkpoint, cleared) VALUES (?1, ?3, ?2)
+                 ON CONFLICT (convo) DO UPDATE SET cleared = excluded.cleared",
+            )?;
+            for write in batch.iter().filter(|w| w.is_stored()) {
+                match write {
+                    Write::Message {
+                        delivery,
+                        received_at_ms,
+                    } => {
+                        let m = &delivery.message;
+                        let kind = match m.kind {
+                            MessageKind::Commit => "commit",
+                            _ => "app",
+                        };
+                        insert.execute(params![
+                            delivery.convo.as_str(),
+                            m.id.as_str(),
+                            to_i64(m.seq.0),
+                            to_i64(m.epoch.0),
+                            kind,
+                            &m.payload,
+                            m.created_at.as_deref(),
+                            to_i64(*received_at_ms),
+                        ])?;
+                    }
+                    Write::Skipped {
+                        convo, from, to, ..
+                    } => {
+                        skip.execute(params![convo.as_str(), to_i64(from.0), to_i64(to.0)])?;
+                    }
+                    Write::Cleared { convo, reason } => {
+                        clear.execute(params![
+                            convo.as_str(),
+                            reason_name(*reason),
+                            EMPTY_CHECKPOINT
+                        ])?;
+                    }
+                }
+            }
+            // Only the last checkpoint of each conversation in the batch counts.
+            let mut last: Vec<(&ConvoId, &Checkpoint)> = Vec::new();
+            for write in batch {
+                if let Some(cp) = write.checkpoint() {
+                    match last.iter_mut().find(|(c, _)| *c == write.convo()) {
+                        Some(slot) => slot.1 = cp,
+                        None => last.push((write.convo(), cp)),
+                    }
+                }
+            }
+            let mut save = tx.prepare_cached(
+                "INSERT INTO checkpoints (convo, checkpoint) VALUES (?1, ?2)
+                 ON CONFLICT (convo) DO UPDATE SET checkpoint = excluded.checkpoint",
+            )?;
+            for (convo, cp) in last {
+                let json = serde_json::to_string(cp).map_err(|source| SqliteError::Checkpoint {
+                    convo: convo.to_string(),
+                    source,
+                })?;
+                save.execute(params![convo.as_str(), json])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn checkpoint_of(
+        &self,
+        convo: &str,
+    ) -> Result<Option<(Checkpoint, Option<String>)>, SqliteError> {
+        let row: Option<(String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT checkpoint, cleared FROM checkpoints WHERE convo = ?1",
+                params![convo],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(json, cleared)| {
+            serde_json::from_str(&json)
+                .map(|cp| (cp, cleared))
+                .map_err(|source| SqliteError::Checkpoint {
+                    convo: convo.to_string(),
+                    source,
+                })
+        })
+        .transpose()
+    }
+
+    fn load_convo(&self, convo: &ConvoId, recent: usize) -> Result<Option<Restored>, SqliteError> {
+        let Some((checkpoint, _)) = self.checkpoint_of(convo.as_str())? else {
+            return Ok(None);
+        };
+        let floor = checkpoint.recheck_from.map_or(i64::MAX, |s| to_i64(s.0));
+        let mut newest = self.conn.prepare_cached(
+            "SELECT seq, id, epoch FROM messages WHERE convo = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let mut above = self
+            .conn
+            .prepare_cached("SELECT seq, id, epoch FROM messages WHERE convo = ?1 AND seq >= ?2")?;
+        let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Known> {
+            Ok(Known::new(
+                Seq(to_u64(r.get(0)?)),
+                r.get::<_, String>(1)?,
+                Epoch(to_u64(r.get(2)?)),
+            ))
+        };
+        let mut known: Vec<Known> = newest
+            .query_map(params![convo.as_str(), recent as i64], row)?
+            .collect::<Result<_, _>>()?;
+        for k in above.query_map(params![convo.as_str(), floor], row)? {
+            let k = k?;
+            if !known.iter().any(|x| x.id == k.id) {
+                known.push(k);
+            }
+        }
+        known.sort_by_key(|k| k.seq);
+        Ok(Some(Restored {
+            checkpoint,
+            recent: known,
+        }))
+    }
+
+    /// Every conversation with a checkpoint, with its counts.
+    pub fn summaries(&self) -> Result<Vec<ConvoSummary>, SqliteError> {
+        let convos: Vec<String> = self
+            .conn
+            .prepare("SELECT convo FROM checkpoints ORDER BY convo")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(convos.len());
+        for convo in convos {
+            let (checkpoint, cleared) = self.checkpoint_of(&convo)?.unwrap_or_default();
+            let (messages, min, max): (i64, Option<i64>, Option<i64>) = self.conn.query_row(
+                "SELECT COUNT(*), MIN(seq), MAX(seq) FROM messages WHERE convo = ?1",
+                params![convo],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let skipped = self
+                .conn
+                .prepare_cached(
+                    "SELECT from_seq, to_seq FROM skipped WHERE convo = ?1 ORDER BY from_seq",
+                )?
+                .query_map(params![convo], |r| {
+                    Ok((to_u64(r.get(0)?), to_u64(r.get(1)?)))
+                })?
+                .collect::<Result<_, _>>()?;
+            out.push(ConvoSummary {
+                convo,
+                checkpoint,
+                cleared,
+                messages: to_u64(messages),
+                seq_range: min.zip(max).map(|(a, b)| (to_u64(a), to_u64(b))),
+                skipped,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every stored message (without payload), by conversation then seq then id.
+    pub fn messages(&self) -> Result<Vec<StoredMessage>, SqliteError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT convo, seq, id, epoch, kind, length(payload) FROM messages
+             ORDER BY convo, seq, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredMessage {
+                convo: r.get(0)?,
+                seq: to_u64(r.get(1)?),
+                id: r.get(2)?,
+                epoch: to_u64(r.get(3)?),
+                kind: r.get(4)?,
+                payload_len: to_u64(r.get(5)?),
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(SqliteError::from)
+    }
+
+    /// A stored message's payload.
+    pub fn payload(&self, convo: &str, id: &str) -> Result<Option<Vec<u8>>, SqliteError> {
+        self.conn
+            .query_row(
+                "SELECT payload FROM messages WHERE convo = ?1 AND id = ?2",
+                params![convo, id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(SqliteError::from)
+    }
+
+    /// Runs SQL on the connection (tests that need to make SQLite fail).
+    #[doc(hidden)]
+    pub fn debug_execute(&self, sql: &str) -> Result<(), SqliteError> {
+        self.conn.execute_batch(sql).map_err(SqliteError::from)
+    }
+
+    /// Stored messages of one conversation.
+    pub fn count(&self, convo: &str) -> Result<u64, SqliteError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE convo = ?1",
+                params![convo],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(to_u64)
+            .map_err(SqliteError::from)
+    }
+}
+
+impl Store for SqliteStore {
+    fn commit(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+        Ok(self.commit_batch(batch)?)
+    }
+
+    fn load(&mut self, convo: &ConvoId, recent: usize) -> Result<Option<Restored>, StoreError> {
+        Ok(self.load_convo(convo, recent)?)
+    }
+}
