@@ -236,6 +236,25 @@ impl DevServer {
         all
     }
 
+    /// Messages that were in the log and expired: `(convo, seq, id)`. A client may hold
+    /// them (it fetched them in time) or not (they expired first; it skipped their seqs).
+    pub fn expired(&self) -> Vec<(String, u64, String)> {
+        let state = self.shared.state.lock().expect("state");
+        let now = Instant::now();
+        let mut all: Vec<(String, u64, String)> = state
+            .convos
+            .iter()
+            .flat_map(|(c, log)| {
+                log.stored
+                    .iter()
+                    .filter(move |m| m.seq > 0 && m.expires.is_some_and(|e| e <= now))
+                    .map(move |m| (c.clone(), m.seq, m.id.clone()))
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
     /// The faults applied so far, by knob.
     pub fn fault_counts(&self) -> FaultCounts {
         self.shared.state.lock().expect("state").counts.clone()

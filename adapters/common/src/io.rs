@@ -88,8 +88,8 @@ impl StreamCall {
         StreamReader {
             convo: self.convo.clone(),
             stream: self.stream,
-            decoder: SseDecoder::new(limits.clone()),
-            limits: limits.clone(),
+            decoder: SseDecoder::new(*limits),
+            limits: *limits,
         }
     }
 }

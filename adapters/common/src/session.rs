@@ -99,6 +99,11 @@ impl<S: Store> Session<S> {
         &mut self.store
     }
 
+    /// Ends the session, handing back its store. Everything delivered is in it.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     /// The wire settings.
     pub fn wire(&self) -> &Wire {
         &self.wire

@@ -1,0 +1,490 @@
+//! # gapless-conformance
+//!
+//! One integration suite for every driver (`gapless-tokio`, `gapless-blocking`): each
+//! driver implements [`Driver`] in its own `tests/conformance.rs` and calls the functions
+//! here, so the two are held to the same checks, written once.
+//!
+//! Every check runs `gapless-devserver` on 127.0.0.1 (in its own tokio runtime), syncs into
+//! a `gapless-sqlite` store, and compares with the server's ground truth:
+//! - the store equals the server's log, by (seq, id), per conversation (messages that
+//!   expired on the server may be present or not);
+//! - the application was told of no id twice, and per conversation in seq order;
+//! - a message lost on the stream is recovered by the gap mechanism (about `gap_wait` plus
+//!   a round trip), not by the periodic safety net, which is set to minutes here.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use gapless::{Config, ConvoId, Order};
+use gapless_adapter::{Token, TokenError, TokenProvider, Update};
+pub use gapless_devserver::{self as devserver, Profile};
+use gapless_devserver::{mint_token, DevServer, Options};
+use gapless_sqlite::SqliteStore;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A message as the server logs it: (conversation, seq, id).
+pub type Row = (String, u64, String);
+
+/// What a driver is given to start.
+pub struct Setup {
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// The machine's configuration.
+    pub config: Config,
+    /// Tokens (minted per request, as the hostile profile demands).
+    pub tokens: Arc<dyn TokenProvider>,
+    /// The store.
+    pub store: SqliteStore,
+    /// Conversations to subscribe.
+    pub convos: Vec<ConvoId>,
+    /// Fetch timeout.
+    pub request_timeout: Duration,
+}
+
+/// A driver under test.
+pub trait Driver {
+    /// Starts syncing.
+    fn start(setup: Setup) -> Box<dyn Running>;
+}
+
+/// A running driver.
+pub trait Running {
+    /// The next update, waiting at most `timeout`.
+    fn next_update(&mut self, timeout: Duration) -> Option<Update>;
+    /// Stops gracefully; gives back the store and the number of fetches made.
+    fn stop(self: Box<Self>) -> (SqliteStore, u64);
+}
+
+/// Mints a fresh token per request, as the real server wants (`lxm` = method, `jti` once).
+pub fn dev_tokens(secret: &str) -> Arc<dyn TokenProvider> {
+    let secret = secret.to_string();
+    let nonce = AtomicU64::new(1);
+    Arc::new(move |nsid: &str| -> Result<Token, TokenError> {
+        Ok(Token::new(mint_token(
+            &secret,
+            nsid,
+            nonce.fetch_add(1, Ordering::Relaxed),
+        )))
+    })
+}
+
+/// The test configuration: the default machine, with the safety-net polls pushed out to
+/// ten minutes so that only the gap mechanism can recover a loss within the test, and a
+/// shorter backoff cap so hostile schedules settle sooner.
+pub fn config(seed: u64) -> Config {
+    Config {
+        poll_interval: Duration::from_secs(600),
+        healthy_poll_interval: Some(Duration::from_secs(600)),
+        backoff_cap: Duration::from_secs(4),
+        rng_seed: seed,
+        ..Config::default()
+    }
+}
+
+/// What the application saw.
+#[derive(Default, Debug)]
+pub struct Seen {
+    /// Per conversation: (seq, id) in the order delivered (ephemerals excluded).
+    pub delivered: BTreeMap<String, Vec<(u64, String)>>,
+    /// Ids told twice.
+    pub twice: Vec<(String, String)>,
+    /// In-order deliveries whose seq went below an earlier delivery's.
+    pub out_of_order: Vec<(String, u64, u64, String)>,
+    /// When each (convo, id) was told.
+    pub at: HashMap<(String, String), Instant>,
+    /// Ids told as recovered.
+    pub recovered: BTreeSet<(String, String)>,
+    /// Skipped ranges.
+    pub skipped: Vec<(String, u64, u64)>,
+    /// Clears.
+    pub cleared: Vec<(String, gapless::Permanent)>,
+    ids: BTreeSet<(String, String)>,
+}
+
+impl Seen {
+    /// Records one update.
+    pub fn record(&mut self, update: Update) {
+        match update {
+            Update::Message {
+                convo,
+                message,
+                order,
+                recovered,
+            } => {
+                if order == Order::Ephemeral {
+                    return;
+                }
+                let key = (convo.to_string(), message.id.to_string());
+                if !self.ids.insert(key.clone()) {
+                    self.twice.push(key.clone());
+                }
+                let list = self.delivered.entry(convo.to_string()).or_default();
+                // A late message sharing an already-delivered seq is delivered where it
+                // arrives, flagged `SharesSeq` (DESIGN.md behaviour 2); only in-order
+                // deliveries must not go back.
+                let high = list.iter().map(|(s, _)| *s).max();
+                if let Some(last) = high.filter(|_| order == Order::InOrder) {
+                    if message.seq.0 < last {
+                        self.out_of_order.push((
+                            convo.to_string(),
+                            last,
+                            message.seq.0,
+                            format!("{} {order:?} recovered={recovered}", message.id),
+                        ));
+                    }
+                }
+                list.push((message.seq.0, message.id.to_string()));
+                self.at.insert(key.clone(), Instant::now());
+                if recovered {
+                    self.recovered.insert(key);
+                }
+            }
+            Update::Skipped { convo, from, to } => {
+                self.skipped.push((convo.to_string(), from.0, to.0))
+            }
+            Update::Cleared { convo, reason } => self.cleared.push((convo.to_string(), reason)),
+            _ => {}
+        }
+    }
+
+    fn has(&self, convo: &str, id: &str) -> bool {
+        self.ids.contains(&(convo.to_string(), id.to_string()))
+    }
+}
+
+/// A dev server in its own runtime.
+pub struct Server {
+    /// The runtime it runs on (kept alive with it).
+    pub runtime: tokio::runtime::Runtime,
+    /// The server.
+    pub server: DevServer,
+}
+
+impl Server {
+    /// Starts a server with `profile` faults.
+    pub fn start(profile: Profile, seed: u64, tweak: impl FnOnce(&mut Options)) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut options = Options::new(profile, seed);
+        options.keepalive = Duration::from_secs(2);
+        tweak(&mut options);
+        let server = runtime
+            .block_on(DevServer::start(options))
+            .expect("dev server");
+        Server { runtime, server }
+    }
+
+    /// Runs `convos × messages` of traffic at `rate`/s to completion (late commits
+    /// included).
+    pub fn traffic(
+        &self,
+        convos: usize,
+        messages: usize,
+        rate: f64,
+    ) -> std::thread::JoinHandle<()> {
+        let _guard = self.runtime.enter();
+        let task = self.server.traffic(convos, messages, rate);
+        let handle = self.runtime.handle().clone();
+        std::thread::spawn(move || {
+            handle.block_on(task).expect("traffic");
+        })
+    }
+
+    /// The ground truth: (convo, seq, id) now served, and those that expired.
+    pub fn truth(&self) -> (Vec<Row>, BTreeSet<Row>) {
+        (
+            self.server.log(),
+            self.server.expired().into_iter().collect(),
+        )
+    }
+}
+
+/// The setup for conversations `c0..cN` of a server.
+pub fn setup(server: &Server, convos: usize, seed: u64, store: SqliteStore) -> Setup {
+    Setup {
+        base_url: server.server.base_url(),
+        config: config(seed),
+        tokens: dev_tokens(&server.server.options().secret),
+        store,
+        convos: (0..convos)
+            .map(|c| ConvoId::from(format!("c{c}")))
+            .collect(),
+        request_timeout: Duration::from_secs(3),
+    }
+}
+
+/// Reads updates until every message the server serves is seen (or `limit` passes).
+pub fn until_synced(running: &mut dyn Running, server: &Server, seen: &mut Seen, limit: Duration) {
+    let started = Instant::now();
+    let mut next_check = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(u) = running.next_update(Duration::from_millis(50)) {
+            seen.record(u);
+        }
+        if Instant::now() >= next_check {
+            next_check = Instant::now() + Duration::from_millis(250);
+            let (log, _) = server.truth();
+            if log.iter().all(|(c, _, id)| seen.has(c, id)) {
+                // Let anything in flight arrive, to catch a late duplicate.
+                let settle = Instant::now();
+                while settle.elapsed() < Duration::from_millis(300) {
+                    if let Some(u) = running.next_update(Duration::from_millis(20)) {
+                        seen.record(u);
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Checks the store and what the application saw against the server's log.
+pub fn assert_matches_server(store: &SqliteStore, seen: &Seen, server: &Server) {
+    let (log, expired) = server.truth();
+    assert!(seen.twice.is_empty(), "told twice: {:?}", seen.twice);
+    assert!(
+        seen.out_of_order.is_empty(),
+        "out of order: {:?}",
+        seen.out_of_order
+    );
+    let stored: BTreeSet<(String, u64, String)> = store
+        .messages()
+        .expect("stored messages")
+        .into_iter()
+        .map(|m| (m.convo, m.seq, m.id))
+        .collect();
+    let expected: BTreeSet<(String, u64, String)> = log.into_iter().collect();
+    let missing: Vec<_> = expected.difference(&stored).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    let extra: Vec<_> = stored
+        .difference(&expected)
+        .filter(|m| !expired.contains(*m))
+        .collect();
+    assert!(extra.is_empty(), "stored but not on the server: {extra:?}");
+    // What the application was told is what is stored.
+    let told: BTreeSet<(String, u64, String)> = seen
+        .delivered
+        .iter()
+        .flat_map(|(c, l)| l.iter().map(move |(s, id)| (c.clone(), *s, id.clone())))
+        .collect();
+    let untold: Vec<_> = stored.difference(&told).collect();
+    let unstored: Vec<_> = told.difference(&stored).collect();
+    assert!(
+        untold.is_empty() && unstored.is_empty(),
+        "stored but never told: {untold:?}; told but not stored: {unstored:?}"
+    );
+}
+
+/// Under `profile`, three conversations end identical to the server's log.
+pub fn converges_under<D: Driver>(profile: Profile, seed: u64) {
+    let server = Server::start(profile, seed, |_| {});
+    let traffic = server.traffic(3, 120, 120.0);
+    let mut running = D::start(setup(
+        &server,
+        3,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    ));
+    let mut seen = Seen::default();
+    // Read while the traffic runs, then until synced.
+    while !traffic.is_finished() {
+        if let Some(u) = running.next_update(Duration::from_millis(20)) {
+            seen.record(u);
+        }
+    }
+    traffic.join().unwrap();
+    until_synced(
+        running.as_mut(),
+        &server,
+        &mut seen,
+        Duration::from_secs(120),
+    );
+    let (store, fetches) = running.stop();
+    eprintln!(
+        "{profile:?}: {} delivered ({} recovered), {} skipped ranges, {fetches} fetches, faults {:?}",
+        seen.delivered.values().map(Vec::len).sum::<usize>(),
+        seen.recovered.len(),
+        seen.skipped.len(),
+        server.server.fault_counts()
+    );
+    assert_matches_server(&store, &seen, &server);
+}
+
+/// Stream events are lost (and nothing else goes wrong): each lost message arrives about
+/// `gap_wait` plus a round trip after it was sent, well before any periodic poll (ten
+/// minutes here) could have found it.
+pub fn recovers_a_gap_in_about_gap_wait<D: Driver>(seed: u64) {
+    let server = Server::start(Profile::Calm, seed, |o| o.faults.drop = 150);
+    for c in 0..2 {
+        server.server.create_convo(&format!("c{c}"));
+    }
+    let mut running = D::start(setup(
+        &server,
+        2,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    ));
+    let mut seen = Seen::default();
+    // Give the streams time to open.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(700) {
+        if let Some(u) = running.next_update(Duration::from_millis(20)) {
+            seen.record(u);
+        }
+    }
+    let mut sent_at = HashMap::new();
+    for n in 0..120 {
+        let convo = format!("c{}", n % 2);
+        let sent = server.server.post(&convo, vec![n as u8; 32]);
+        sent_at.insert((convo, sent.id), Instant::now());
+        let until = Instant::now() + Duration::from_millis(25);
+        while Instant::now() < until {
+            if let Some(u) = running.next_update(until - Instant::now()) {
+                seen.record(u);
+            }
+        }
+    }
+    until_synced(
+        running.as_mut(),
+        &server,
+        &mut seen,
+        Duration::from_secs(60),
+    );
+    let (store, _) = running.stop();
+    assert_matches_server(&store, &seen, &server);
+    let drops = server.server.fault_counts();
+    let mut latencies: Vec<Duration> = seen
+        .recovered
+        .iter()
+        .filter_map(|k| Some(seen.at.get(k)?.duration_since(*sent_at.get(k)?)))
+        .collect();
+    latencies.sort();
+    assert!(
+        !latencies.is_empty(),
+        "the server dropped events ({drops:?}) but nothing was recovered"
+    );
+    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "recovered {} messages: p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    // gap_wait (500 ms) + a round trip, with ample room for a loaded machine; the safety
+    // net would have taken ten minutes.
+    let worst = p(1.0);
+    assert!(
+        worst < Duration::from_secs(10),
+        "a gap took {worst:?} to recover: not the gap mechanism"
+    );
+}
+
+/// Stopped midway and started again on the same database: the two runs together deliver
+/// every message once, and the store equals the server's log.
+pub fn resumes_from_the_store<D: Driver>(seed: u64) {
+    let server = Server::start(Profile::FlakyMobile, seed, |_| {});
+    let traffic = server.traffic(2, 150, 100.0);
+    let mut seen = Seen::default();
+    let mut store = SqliteStore::open_in_memory().unwrap();
+    for round in 0..3 {
+        let mut running = D::start(setup(&server, 2, seed + round, store));
+        let until = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < until {
+            if let Some(u) = running.next_update(Duration::from_millis(20)) {
+                seen.record(u);
+            }
+        }
+        store = running.stop().0;
+    }
+    traffic.join().unwrap();
+    let mut running = D::start(setup(&server, 2, seed + 9, store));
+    until_synced(
+        running.as_mut(),
+        &server,
+        &mut seen,
+        Duration::from_secs(120),
+    );
+    let (store, _) = running.stop();
+    assert_matches_server(&store, &seen, &server);
+}
+
+/// A conversation the server does not know is cleared (403), never retried forever; the
+/// others go on.
+pub fn clears_an_unknown_conversation<D: Driver>(seed: u64) {
+    let server = Server::start(Profile::Calm, seed, |_| {});
+    server.server.create_convo("c0");
+    let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
+    s.convos.push(ConvoId::from("nobody-here"));
+    let mut running = D::start(s);
+    server.server.post("c0", b"hello".to_vec());
+    let mut seen = Seen::default();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20)
+        && (seen.cleared.is_empty() || seen.delivered.is_empty())
+    {
+        if let Some(u) = running.next_update(Duration::from_millis(50)) {
+            seen.record(u);
+        }
+    }
+    let (store, _) = running.stop();
+    assert_eq!(
+        seen.cleared,
+        vec![("nobody-here".to_string(), gapless::Permanent::Forbidden)]
+    );
+    assert_matches_server(&store, &seen, &server);
+    let summary = store.summaries().unwrap();
+    assert!(summary
+        .iter()
+        .any(|s| s.convo == "nobody-here" && s.cleared.as_deref() == Some("forbidden")));
+}
+
+/// Tokens: every request is asked a token for its own method; a provider that fails is a
+/// transient failure (the machine backs off), and nothing is lost once it works again.
+pub fn survives_a_failing_token_provider<D: Driver>(seed: u64) {
+    let server = Server::start(Profile::Hostile, seed, |o| {
+        o.faults = gapless_devserver::Faults::default();
+    });
+    server.server.create_convo("c0");
+    let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let failing_until = Instant::now() + Duration::from_secs(2);
+    let secret = server.server.options().secret.clone();
+    let log = asked.clone();
+    let nonce = AtomicU64::new(1);
+    let tokens: Arc<dyn TokenProvider> = Arc::new(move |nsid: &str| {
+        log.lock().unwrap().push(nsid.to_string());
+        if Instant::now() < failing_until {
+            return Err(TokenError::Other("the token service is down".into()));
+        }
+        Ok(Token::new(mint_token(
+            &secret,
+            nsid,
+            nonce.fetch_add(1, Ordering::Relaxed),
+        )))
+    });
+    for n in 0..20u8 {
+        server.server.post("c0", vec![n; 8]);
+    }
+    let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
+    s.tokens = tokens;
+    let mut running = D::start(s);
+    let mut seen = Seen::default();
+    until_synced(
+        running.as_mut(),
+        &server,
+        &mut seen,
+        Duration::from_secs(60),
+    );
+    let (store, _) = running.stop();
+    assert_matches_server(&store, &seen, &server);
+    let asked = asked.lock().unwrap();
+    assert!(asked.iter().any(|n| n == "blue.catbird.mls.getMessages"));
+    assert!(asked
+        .iter()
+        .any(|n| n == "blue.catbird.mls.streamConvoEvents"));
+}

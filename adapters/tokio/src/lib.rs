@@ -1,0 +1,445 @@
+//! # gapless-tokio
+//!
+//! Drives one [`gapless::SyncMachine`] for many conversations on tokio: one task owns the
+//! machine (in a [`gapless_adapter::Session`] with its [`Store`]); every SSE stream and
+//! every fetch is a task that reports back over a channel; the owner sleeps until the
+//! machine's next deadline (`tokio::time::sleep_until`) and drains every command after each
+//! input. HTTP is reqwest with rustls (no OpenSSL); SSE bytes go through
+//! `gapless-catbird`'s decoder. Each delivery batch is committed to the store before the
+//! application hears of it.
+//!
+//! ```no_run
+//! use gapless_adapter::{FixedToken, MemoryStore, Update};
+//! use gapless_tokio::{Options, Sync};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let options = Options::new("http://127.0.0.1:8080");
+//! // Any `gapless_adapter::Store` (gapless_sqlite::SqliteStore for real use) and any token
+//! // provider (a closure `|nsid| …` minting a service token per request, for the real server).
+//! let (sync, mut updates) = Sync::spawn(options, MemoryStore::new(), FixedToken::new("dev-secret"))?;
+//! sync.subscribe("convo-1").await?;
+//! while let Some(update) = updates.recv().await {
+//!     match update {
+//!         Update::Message { convo, message, .. } => println!("{convo} #{} {}", message.seq.0, message.id),
+//!         Update::Skipped { convo, from, to } => println!("{convo}: the server has no {}..={}", from.0, to.0),
+//!         Update::Cleared { convo, reason } => println!("{convo}: cannot sync ({reason:?})"),
+//!         _ => {}
+//!     }
+//! #   break;
+//! }
+//! let finished = sync.shutdown().await?; // stops IO; everything delivered is stored
+//! println!("{} messages stored, {} fetches", finished.committed, finished.fetches);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use gapless::{Config, ConvoId, Input, StreamError, StreamId};
+use gapless_adapter::catbird::Limits;
+use gapless_adapter::{
+    FetchCall, Io, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update, Wire,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinSet};
+
+pub use gapless_adapter;
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The server, e.g. `https://mls.catbird.blue` (no trailing slash needed).
+    pub base_url: String,
+    /// The machine's configuration.
+    pub config: Config,
+    /// Paging style and decode limits.
+    pub wire: Wire,
+    /// Longest a fetch may take, answer included (then it failed, transiently).
+    pub request_timeout: Duration,
+    /// Longest a connection may take to open.
+    pub connect_timeout: Duration,
+    /// Updates held for the application before the driver waits for it to read.
+    pub updates_capacity: usize,
+    /// `User-Agent`.
+    pub user_agent: String,
+}
+
+impl Options {
+    /// Defaults for a server.
+    pub fn new(base_url: impl Into<String>) -> Options {
+        Options {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            config: Config::default(),
+            wire: Wire::default(),
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
+            updates_capacity: 1024,
+            user_agent: concat!("gapless/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+/// Why the driver stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The session failed (store, configuration).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The driver task is gone (it failed earlier, or panicked).
+    #[error("the sync task is not running")]
+    Stopped,
+}
+
+/// What a stopped driver hands back.
+#[derive(Debug)]
+pub struct Finished<S> {
+    /// The store, with everything delivered in it.
+    pub store: S,
+    /// Fetches made.
+    pub fetches: u64,
+    /// Messages stored.
+    pub committed: u64,
+}
+
+enum Control {
+    Subscribe(ConvoId, bool, oneshot::Sender<Result<(), SessionError>>),
+    Unsubscribe(ConvoId),
+    Resume(Option<ConvoId>),
+    Shutdown,
+}
+
+/// The application's side of a running driver.
+pub struct Sync<S> {
+    control: mpsc::UnboundedSender<Control>,
+    task: tokio::task::JoinHandle<Result<Finished<S>, SyncError>>,
+}
+
+/// The application's stream of updates.
+pub type Updates = mpsc::Receiver<Update>;
+
+impl<S: Store> Sync<S> {
+    /// Starts the driver on the current tokio runtime.
+    pub fn spawn(
+        options: Options,
+        store: S,
+        tokens: impl TokenProvider,
+    ) -> Result<(Sync<S>, Updates), SyncError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .user_agent(options.user_agent.clone())
+            .build()?;
+        let session = Session::new(options.config.clone(), store, options.wire.clone())?;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (updates_tx, updates) = mpsc::channel(options.updates_capacity.max(1));
+        let (io_tx, io_rx) = mpsc::channel(1024);
+        let io = IoContext {
+            http,
+            base_url: Arc::from(options.base_url.as_str()),
+            tokens: Arc::new(tokens),
+            limits: Arc::new(options.wire.limits),
+            request_timeout: options.request_timeout,
+            tx: io_tx,
+        };
+        let owner = Owner {
+            session,
+            io,
+            io_rx,
+            control: control_rx,
+            updates: updates_tx,
+            tasks: JoinSet::new(),
+            streams: HashMap::new(),
+        };
+        let task = tokio::spawn(owner.run());
+        Ok((Sync { control, task }, updates))
+    }
+
+    /// Subscribes a conversation (live: stream plus catch-ups), resuming from the store.
+    pub async fn subscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
+        self.subscribe_with(convo.into(), true).await
+    }
+
+    /// Subscribes a conversation; `live: false` syncs by periodic catch-ups only.
+    pub async fn subscribe_with(&self, convo: ConvoId, live: bool) -> Result<(), SyncError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Subscribe(convo, live, tx))
+            .map_err(|_| SyncError::Stopped)?;
+        rx.await.map_err(|_| SyncError::Stopped)??;
+        Ok(())
+    }
+
+    /// Stops syncing a conversation.
+    pub fn unsubscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
+        self.control
+            .send(Control::Unsubscribe(convo.into()))
+            .map_err(|_| SyncError::Stopped)
+    }
+
+    /// The app came to the foreground or the network came back: catch up now (one
+    /// conversation, or all).
+    pub fn resume(&self, convo: Option<ConvoId>) -> Result<(), SyncError> {
+        self.control
+            .send(Control::Resume(convo))
+            .map_err(|_| SyncError::Stopped)
+    }
+
+    /// Stops: aborts every stream and fetch (their results would be refetched), and hands
+    /// back the store. Everything delivered so far is already stored.
+    pub async fn shutdown(self) -> Result<Finished<S>, SyncError> {
+        let _ = self.control.send(Control::Shutdown);
+        self.task.await.map_err(|_| SyncError::Stopped)?
+    }
+
+    /// Whether the driver stopped by itself (a store failure): [`shutdown`](Sync::shutdown)
+    /// tells why.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+#[derive(Clone)]
+struct IoContext {
+    http: reqwest::Client,
+    base_url: Arc<str>,
+    tokens: Arc<dyn TokenProvider>,
+    limits: Arc<Limits>,
+    request_timeout: Duration,
+    tx: mpsc::Sender<Input>,
+}
+
+struct Owner<S> {
+    session: Session<S>,
+    io: IoContext,
+    io_rx: mpsc::Receiver<Input>,
+    control: mpsc::UnboundedReceiver<Control>,
+    updates: mpsc::Sender<Update>,
+    tasks: JoinSet<()>,
+    streams: HashMap<StreamId, AbortHandle>,
+}
+
+impl<S: Store> Owner<S> {
+    async fn run(mut self) -> Result<Finished<S>, SyncError> {
+        let result = self.run_loop().await;
+        self.tasks.shutdown().await;
+        result?;
+        Ok(Finished {
+            fetches: self.session.fetches(),
+            committed: self.session.committed(),
+            store: self.session_into_store(),
+        })
+    }
+
+    fn session_into_store(self) -> S {
+        self.session.into_store()
+    }
+
+    async fn run_loop(&mut self) -> Result<(), SyncError> {
+        loop {
+            let deadline = self.session.deadline();
+            let step = tokio::select! {
+                biased;
+                control = self.control.recv() => match control {
+                    Some(Control::Subscribe(convo, live, reply)) => {
+                        let result = self.session.subscribe(convo, live);
+                        match result {
+                            Ok(step) => { let _ = reply.send(Ok(())); step }
+                            Err(SessionError::Input(e)) => {
+                                let _ = reply.send(Err(SessionError::Input(e)));
+                                continue;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Some(Control::Unsubscribe(convo)) => self.session.input(Input::Unsubscribe { convo })?,
+                    Some(Control::Resume(convo)) => self.session.input(Input::Resume { convo })?,
+                    Some(Control::Shutdown) | None => return Ok(()),
+                },
+                Some(input) = self.io_rx.recv() => {
+                    if let Input::StreamClosed { stream, .. } = &input {
+                        self.streams.remove(stream);
+                    }
+                    match self.session.input(input) {
+                        Err(SessionError::Input(e)) => {
+                            tracing::warn!(error = %e, "input refused");
+                            continue;
+                        }
+                        other => other?,
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => self.session.timeout()?,
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => continue,
+            };
+            self.apply(step).await;
+        }
+    }
+
+    async fn apply(&mut self, step: Step) {
+        for io in step.io {
+            match io {
+                Io::Open(call) => {
+                    let stream = call.stream;
+                    let handle = self.tasks.spawn(stream_task(self.io.clone(), call));
+                    self.streams.insert(stream, handle);
+                }
+                Io::Close { stream, .. } => {
+                    if let Some(handle) = self.streams.remove(&stream) {
+                        handle.abort();
+                    }
+                }
+                Io::Fetch(call) => {
+                    self.tasks.spawn(fetch_task(self.io.clone(), call));
+                }
+            }
+        }
+        for update in step.updates {
+            // The application stopped listening: it still gets everything in the store.
+            let _ = self.updates.send(update).await;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn token(io: &IoContext, nsid: &'static str) -> Option<String> {
+    let tokens = io.tokens.clone();
+    match tokio::task::spawn_blocking(move || tokens.token(nsid)).await {
+        Ok(Ok(token)) => Some(token.bearer()),
+        Ok(Err(e)) => {
+            tracing::warn!(nsid, error = %e, "no token");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Reads a body up to `limit` bytes (and one more, so that the decoder sees it is too big).
+async fn body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        out.extend_from_slice(&chunk);
+        if out.len() > limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn fetch_task(io: IoContext, call: FetchCall) {
+    let input = fetch(&io, &call).await;
+    let _ = io.tx.send(input).await;
+}
+
+async fn fetch(io: &IoContext, call: &FetchCall) -> Input {
+    let Some(auth) = token(io, FetchCall::NSID).await else {
+        return call.failed();
+    };
+    let url = format!("{}{}", io.base_url, call.path_and_query);
+    let sent = io
+        .http
+        .get(url)
+        .header(reqwest::header::AUTHORIZATION, auth)
+        .timeout(io.request_timeout)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(convo = %call.request.convo, error = %without_url(e), "fetch failed");
+            return call.failed();
+        }
+    };
+    let status = response.status().as_u16();
+    let retry = retry_after(&response);
+    match body(response, io.limits.max_body).await {
+        Ok(bytes) => call.answer(status, retry.as_deref(), &bytes, &io.limits),
+        Err(e) => {
+            tracing::debug!(convo = %call.request.convo, error = %without_url(e), "fetch body failed");
+            call.failed()
+        }
+    }
+}
+
+async fn stream_task(io: IoContext, call: StreamCall) {
+    let input = stream(&io, &call).await;
+    let _ = io.tx.send(input).await;
+}
+
+/// Runs a stream to its end; returns the closing input.
+async fn stream(io: &IoContext, call: &StreamCall) -> Input {
+    let transient = Some(StreamError::Transient);
+    let Some(auth) = token(io, StreamCall::NSID).await else {
+        return call.closed(transient);
+    };
+    let url = format!("{}{}", io.base_url, call.path_and_query);
+    let sent = io
+        .http
+        .get(url)
+        .header(reqwest::header::AUTHORIZATION, auth)
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .send();
+    let mut response = match tokio::time::timeout(io.request_timeout, sent).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(convo = %call.convo, error = %without_url(e), "stream failed");
+            return call.closed(transient);
+        }
+        Err(_) => return call.closed(transient),
+    };
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        let retry = retry_after(&response);
+        let bytes = body(response, 64 * 1024).await.unwrap_or_default();
+        return call.refused(status, retry.as_deref(), &bytes);
+    }
+    if io.tx.send(call.opened()).await.is_err() {
+        return call.closed(None);
+    }
+    let mut reader = call.reader(&io.limits);
+    let mut inputs = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(bytes)) => {
+                let fed = reader.feed(&bytes, &mut inputs);
+                for input in inputs.drain(..) {
+                    if io.tx.send(input).await.is_err() {
+                        return call.closed(None);
+                    }
+                }
+                if let Err(e) = fed {
+                    tracing::warn!(convo = %call.convo, error = %e, "undecodable stream; reconnecting");
+                    return call.closed(transient);
+                }
+            }
+            Ok(None) => return call.closed(None),
+            Err(e) => {
+                tracing::debug!(convo = %call.convo, error = %without_url(e), "stream broke");
+                return call.closed(transient);
+            }
+        }
+    }
+}
+
+/// reqwest errors carry the URL, and with it the conversation id only: no token is ever in
+/// a URL. Dropped anyway, to keep logs short.
+fn without_url(e: reqwest::Error) -> reqwest::Error {
+    e.without_url()
+}
