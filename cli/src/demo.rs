@@ -1,0 +1,237 @@
+//! `gapless demo`.
+
+use crate::baseline;
+use crate::report::{self, Seen};
+use anyhow::{bail, Context};
+use gapless::Order;
+use gapless_adapter::{Token, TokenError, Update};
+use gapless_devserver::{mint_token, DevServer, Options, Profile};
+use gapless_sqlite::SqliteStore;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fault profile of the embedded server: calm, flaky-mobile or hostile.
+    #[arg(long, default_value = "flaky-mobile")]
+    profile: Profile,
+    /// Conversations.
+    #[arg(long, default_value_t = 5)]
+    convos: usize,
+    /// Messages posted to each conversation.
+    #[arg(long, default_value_t = 200)]
+    messages: usize,
+    /// Messages per second, in all.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seed of the fault plan (same seed, same faults).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The database to sync into (must not exist; default: a temporary file).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// How long the stream-only client waits on a gap before giving up (the seed: 5 min).
+    #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
+    give_up: Duration,
+    /// Longest to wait for gapless to catch up after the traffic ends.
+    #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
+    settle: Duration,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.convos == 0 || args.messages == 0 || args.rate <= 0.0 {
+        bail!("--convos, --messages and --rate must be positive");
+    }
+    let _tmp;
+    let db = match &args.db {
+        Some(p) if p.exists() => bail!(
+            "{} exists: the demo's server is new each run, so it needs a new database (remove it or pick another path)",
+            p.display()
+        ),
+        Some(p) => p.clone(),
+        None => {
+            let dir = tempfile::tempdir().context("temporary directory")?;
+            let path = dir.path().join("gapless-demo.db");
+            _tmp = dir;
+            path
+        }
+    };
+    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    runtime.block_on(demo(args, db, store))
+}
+
+async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<ExitCode> {
+    let server = DevServer::start(Options::new(args.profile, args.seed)).await?;
+    let base = server.base_url();
+    let secret = server.options().secret.clone();
+    println!(
+        "gapless demo: dev server on {base}, profile {:?}, seed {}; {} conversations x {} messages at {}/s",
+        args.profile, args.seed, args.convos, args.messages, args.rate
+    );
+    for c in 0..args.convos {
+        server.create_convo(&format!("c{c}"));
+    }
+
+    // gapless: a fresh service token per request, as the real server wants.
+    let nonce = AtomicU64::new(1);
+    let mint_secret = secret.clone();
+    let tokens = move |nsid: &str| -> Result<Token, TokenError> {
+        Ok(Token::new(mint_token(
+            &mint_secret,
+            nsid,
+            nonce.fetch_add(1, Ordering::Relaxed),
+        )))
+    };
+    let mut options = gapless_tokio::Options::new(&base);
+    options.config.rng_seed = args.seed;
+    let (sync, mut updates) = gapless_tokio::Sync::spawn(options, store, tokens)?;
+    for c in 0..args.convos {
+        sync.subscribe(format!("c{c}")).await?;
+    }
+
+    // The stream-only client, on its own streams.
+    let http = reqwest::Client::new();
+    let baseline_seen = Arc::new(Mutex::new(Vec::new()));
+    let baseline_tasks: Vec<_> = (0..args.convos)
+        .map(|c| {
+            tokio::spawn(baseline::run(
+                http.clone(),
+                base.clone(),
+                secret.clone(),
+                format!("c{c}"),
+                args.give_up,
+                baseline_seen.clone(),
+            ))
+        })
+        .collect();
+
+    // Let the streams open, then post.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let traffic = server.traffic(args.convos, args.messages, args.rate);
+    let started = Instant::now();
+
+    let bar = indicatif::ProgressBar::new((args.convos * args.messages) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed:>3} [{bar:40}] {pos}/{len} stored by gapless {msg}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut stored_ids: HashSet<(String, String)> = HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut settled_at = None;
+    let mut traffic_done = false;
+    let mut traffic = Some(traffic);
+    loop {
+        tokio::select! {
+            update = updates.recv() => {
+                let Some(update) = update else { break };
+                if let Update::Message { convo, message, order, recovered } = update {
+                    if order == Order::Ephemeral {
+                        continue;
+                    }
+                    let latency = baseline::created_at(message.created_at.as_deref())
+                        .and_then(|c| SystemTime::now().duration_since(c).ok());
+                    stored_ids.insert((convo.to_string(), message.id.to_string()));
+                    seen.push(Seen {
+                        convo: convo.to_string(),
+                        seq: message.seq.0,
+                        id: message.id.to_string(),
+                        shares_seq: order == Order::SharesSeq,
+                        recovered,
+                        latency,
+                    });
+                }
+            }
+            _ = tick.tick() => {
+                if !traffic_done && traffic.as_ref().is_some_and(|t| t.is_finished()) {
+                    traffic_done = true;
+                    if let Some(t) = traffic.take() { let _ = t.await; }
+                    settled_at = Some(Instant::now());
+                }
+                let log = server.log();
+                bar.set_length(log.len() as u64);
+                let have = log.iter().filter(|(c, _, id)| stored_ids.contains(&(c.clone(), id.clone()))).count();
+                bar.set_position(have as u64);
+                if traffic_done {
+                    bar.set_message("(traffic done, catching up)");
+                    let waited = settled_at.map_or(Duration::ZERO, |s| s.elapsed());
+                    // Done when gapless has everything, a second after the last post (late
+                    // commits included), or when the settle time is up.
+                    if (have == log.len() && waited > Duration::from_secs(1)) || waited > args.settle {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    // The stream-only client has had all the time gapless had.
+    for t in &baseline_tasks {
+        t.abort();
+    }
+    let finished = sync.shutdown().await?;
+    let log = server.log();
+
+    // The database is the proof: what it holds, against the server's log.
+    let stored = finished.store.messages()?;
+    let stored_keys: HashSet<(String, String)> = stored
+        .iter()
+        .map(|m| (m.convo.clone(), m.id.clone()))
+        .collect();
+    let lost_in_db = log
+        .iter()
+        .filter(|(c, _, id)| !stored_keys.contains(&(c.clone(), id.clone())))
+        .count();
+
+    let gapless = report::outcome(&log, &seen, Some(finished.fetches));
+    let base_seen: Vec<Seen> = baseline_seen
+        .lock()
+        .expect("baseline")
+        .iter()
+        .map(|d| Seen {
+            convo: d.convo.clone(),
+            seq: d.seq,
+            id: d.id.clone(),
+            shares_seq: false,
+            recovered: d.from_buffer,
+            latency: d.latency,
+        })
+        .collect();
+    let baseline = report::outcome(&log, &base_seen, None);
+    let faults = server.fault_counts();
+    println!();
+    println!("{}", report::table(log.len(), &gapless, &baseline));
+    println!("faults injected: {}", faults_line(&faults));
+    println!(
+        "{:.1?} from the first post; database {} holds {} messages ({} of the server's missing){}",
+        elapsed,
+        db.display(),
+        stored.len(),
+        lost_in_db,
+        if gapless.recovered > 0 {
+            "\n(recovered late: fetched, or waited for a gap to fill; latency from the server's createdAt)"
+        } else {
+            ""
+        }
+    );
+    if gapless.lost > 0 || lost_in_db > 0 || gapless.duplicated > 0 || gapless.out_of_order > 0 {
+        eprintln!("gapless LOST, DUPLICATED or REORDERED messages: this is a bug");
+        return Ok(ExitCode::from(1));
+    }
+    println!("gapless: nothing lost, nothing twice, all in order.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn faults_line(f: &gapless_devserver::FaultCounts) -> String {
+    let parts: Vec<String> = f.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    parts.join(", ")
+}

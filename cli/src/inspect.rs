@@ -1,0 +1,79 @@
+//! `gapless inspect`.
+
+use anyhow::{bail, Context};
+use gapless_sqlite::SqliteStore;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The database.
+    #[arg(long)]
+    db: PathBuf,
+    /// Every stored message's conversation, seq and id, as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !args.db.exists() {
+        bail!("no database at {}", args.db.display());
+    }
+    let store =
+        SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    if args.json {
+        let messages = store.messages()?;
+        let summaries = store.summaries()?;
+        let out = serde_json::json!({
+            "conversations": summaries,
+            "messages": messages
+                .iter()
+                .map(|m| serde_json::json!({"convo": m.convo, "seq": m.seq, "id": m.id}))
+                .collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let summaries = store.summaries()?;
+    if summaries.is_empty() {
+        println!("{}: no conversations", args.db.display());
+    }
+    for s in summaries {
+        let range = s
+            .seq_range
+            .map_or("-".to_string(), |(a, b)| format!("{a}..={b}"));
+        println!("{}", s.convo);
+        println!(
+            "  checkpoint  seq {} ids {:?} cursor {:?}{}",
+            s.checkpoint.seq.0,
+            s.checkpoint
+                .ids
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>(),
+            s.checkpoint.cursor.as_ref().map(|c| c.to_string()),
+            s.checkpoint
+                .recheck_from
+                .map_or(String::new(), |r| format!(" recheck_from {}", r.0))
+        );
+        println!("  messages    {} (seq {range})", s.messages);
+        if !s.skipped.is_empty() {
+            let skipped: Vec<String> = s
+                .skipped
+                .iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}..={b}")
+                    }
+                })
+                .collect();
+            println!("  skipped     {}", skipped.join(", "));
+        }
+        if let Some(reason) = s.cleared {
+            println!("  cleared     {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,73 @@
+//! `gapless`: the demo, the dev server, syncing real conversations, and looking at what was
+//! stored.
+
+mod baseline;
+mod demo;
+mod inspect;
+mod report;
+mod serve;
+mod sync;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "gapless",
+    version,
+    about = "Keeps chat conversations complete and in order over a lossy live stream."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the dev server with faults in-process, syncs it into SQLite with gapless, and
+    /// compares with a stream-only client (the seed's behaviour).
+    Demo(demo::Args),
+    /// Runs the dev server alone, on 127.0.0.1.
+    Serve(serve::Args),
+    /// Syncs conversations from a Catbird server into a database, resuming from its
+    /// checkpoints.
+    Sync(sync::Args),
+    /// Shows what a database holds.
+    Inspect(inspect::Args),
+}
+
+/// A duration like `30s`, `2m`, `1h 5m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Where a database goes when none is given.
+pub fn default_db(name: &str) -> PathBuf {
+    PathBuf::from(name)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Sync(args) => sync::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gapless: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
