@@ -53,8 +53,29 @@ pub trait Driver {
 pub trait Running {
     /// The next update, waiting at most `timeout`.
     fn next_update(&mut self, timeout: Duration) -> Option<Update>;
-    /// Stops gracefully; gives back the store and the number of fetches made.
-    fn stop(self: Box<Self>) -> (SqliteStore, u64);
+    /// Stops gracefully; gives back the store, the number of fetches made, and the updates
+    /// the application had not read yet.
+    fn stop(self: Box<Self>) -> Stopped;
+}
+
+/// A stopped driver's leftovers.
+pub struct Stopped {
+    /// The store.
+    pub store: SqliteStore,
+    /// Fetches made.
+    pub fetches: u64,
+    /// Updates not yet read when it stopped.
+    pub unread: Vec<Update>,
+}
+
+impl Stopped {
+    /// Records the unread updates; gives back the store and the fetch count.
+    pub fn into_parts(self, seen: &mut Seen) -> (SqliteStore, u64) {
+        for u in self.unread {
+            seen.record(u);
+        }
+        (self.store, self.fetches)
+    }
 }
 
 /// Mints a fresh token per request, as the real server wants (`lxm` = method, `jti` once).
@@ -304,7 +325,7 @@ pub fn converges_under<D: Driver>(profile: Profile, seed: u64) {
         &mut seen,
         Duration::from_secs(120),
     );
-    let (store, fetches) = running.stop();
+    let (store, fetches) = running.stop().into_parts(&mut seen);
     eprintln!(
         "{profile:?}: {} delivered ({} recovered), {} skipped ranges, {fetches} fetches, faults {:?}",
         seen.delivered.values().map(Vec::len).sum::<usize>(),
@@ -355,7 +376,7 @@ pub fn recovers_a_gap_in_about_gap_wait<D: Driver>(seed: u64) {
         &mut seen,
         Duration::from_secs(60),
     );
-    let (store, _) = running.stop();
+    let (store, _) = running.stop().into_parts(&mut seen);
     assert_matches_server(&store, &seen, &server);
     let drops = server.server.fault_counts();
     let mut latencies: Vec<Duration> = seen
@@ -400,7 +421,7 @@ pub fn resumes_from_the_store<D: Driver>(seed: u64) {
                 seen.record(u);
             }
         }
-        store = running.stop().0;
+        store = running.stop().into_parts(&mut seen).0;
     }
     traffic.join().unwrap();
     let mut running = D::start(setup(&server, 2, seed + 9, store));
@@ -410,7 +431,7 @@ pub fn resumes_from_the_store<D: Driver>(seed: u64) {
         &mut seen,
         Duration::from_secs(120),
     );
-    let (store, _) = running.stop();
+    let (store, _) = running.stop().into_parts(&mut seen);
     assert_matches_server(&store, &seen, &server);
 }
 
@@ -432,7 +453,7 @@ pub fn clears_an_unknown_conversation<D: Driver>(seed: u64) {
             seen.record(u);
         }
     }
-    let (store, _) = running.stop();
+    let (store, _) = running.stop().into_parts(&mut seen);
     assert_eq!(
         seen.cleared,
         vec![("nobody-here".to_string(), gapless::Permanent::Forbidden)]
@@ -480,7 +501,7 @@ pub fn survives_a_failing_token_provider<D: Driver>(seed: u64) {
         &mut seen,
         Duration::from_secs(60),
     );
-    let (store, _) = running.stop();
+    let (store, _) = running.stop().into_parts(&mut seen);
     assert_matches_server(&store, &seen, &server);
     let asked = asked.lock().unwrap();
     assert!(asked.iter().any(|n| n == "blue.catbird.mls.getMessages"));

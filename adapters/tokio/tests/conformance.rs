@@ -2,7 +2,7 @@
 
 use gapless_adapter::Update;
 use gapless_conformance::Profile;
-use gapless_conformance::{self as suite, Driver, Running, Setup};
+use gapless_conformance::{self as suite, Driver, Running, Setup, Stopped};
 use gapless_sqlite::SqliteStore;
 use gapless_tokio::{Options, Sync, Updates};
 use std::time::Duration;
@@ -47,10 +47,22 @@ impl Running for TokioRunning {
             .block_on(async { tokio::time::timeout(timeout, updates.recv()).await.ok()? })
     }
 
-    fn stop(self: Box<Self>) -> (SqliteStore, u64) {
-        let TokioRunning { runtime, sync, .. } = *self;
+    fn stop(self: Box<Self>) -> Stopped {
+        let TokioRunning {
+            runtime,
+            sync,
+            mut updates,
+        } = *self;
         let finished = runtime.block_on(sync.shutdown()).unwrap();
-        (finished.store, finished.fetches)
+        let mut unread = Vec::new();
+        while let Ok(u) = updates.try_recv() {
+            unread.push(u);
+        }
+        Stopped {
+            store: finished.store,
+            fetches: finished.fetches,
+            unread,
+        }
     }
 }
 

@@ -1,0 +1,540 @@
+//! # gapless-blocking
+//!
+//! Drives one [`gapless::SyncMachine`] with threads and a blocking HTTP client (ureq with
+//! rustls): for programs without an async runtime — CLI tools, FFI hosts, embedded Linux.
+//! The loop is str0m's `chat.rs` shape: drain the machine's commands, wait on a channel
+//! with a timeout equal to the next deadline, feed back what arrives. Each SSE stream reads
+//! on its own thread; fetches run on a pool of `max_inflight_fetches` threads. The wire
+//! format, the store protocol and the command handling are `gapless-adapter`'s, shared with
+//! `gapless-tokio`; each delivery batch is committed to the [`Store`] before the application
+//! hears of it.
+//!
+//! ```no_run
+//! use gapless_adapter::{FixedToken, MemoryStore, Update};
+//! use gapless_blocking::{Options, Sync};
+//! use std::time::Duration;
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (sync, updates) = Sync::spawn(
+//!     Options::new("http://127.0.0.1:8080"),
+//!     MemoryStore::new(), // gapless_sqlite::SqliteStore for real use
+//!     FixedToken::new("dev-secret"),
+//! )?;
+//! sync.subscribe("convo-1")?;
+//! while let Ok(update) = updates.recv_timeout(Duration::from_secs(30)) {
+//!     if let Update::Message { convo, message, .. } = update {
+//!         println!("{convo} #{} {}", message.seq.0, message.id);
+//!     }
+//! }
+//! let finished = sync.shutdown()?; // joins every thread; everything delivered is stored
+//! println!("{} messages stored", finished.committed);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use gapless::{Config, ConvoId, Input, StreamError, StreamId};
+use gapless_adapter::catbird::Limits;
+use gapless_adapter::{
+    FetchCall, Io, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update, Wire,
+};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use gapless_adapter;
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The server, e.g. `https://mls.catbird.blue`.
+    pub base_url: String,
+    /// The machine's configuration (`max_inflight_fetches` sizes the fetch pool).
+    pub config: Config,
+    /// Paging style and decode limits.
+    pub wire: Wire,
+    /// Longest a fetch may take, answer included.
+    pub request_timeout: Duration,
+    /// Longest a connection may take to open.
+    pub connect_timeout: Duration,
+    /// Updates held for the application before the driver waits for it to read.
+    pub updates_capacity: usize,
+    /// `User-Agent`.
+    pub user_agent: String,
+}
+
+impl Options {
+    /// Defaults for a server.
+    pub fn new(base_url: impl Into<String>) -> Options {
+        Options {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            config: Config::default(),
+            wire: Wire::default(),
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
+            updates_capacity: 1024,
+            user_agent: concat!("gapless/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+/// Why the driver stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The session failed (store, configuration).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The driver thread is gone (it failed earlier, or panicked).
+    #[error("the sync thread is not running")]
+    Stopped,
+}
+
+/// What a stopped driver hands back.
+#[derive(Debug)]
+pub struct Finished<S> {
+    /// The store, with everything delivered in it.
+    pub store: S,
+    /// Fetches made.
+    pub fetches: u64,
+    /// Messages stored.
+    pub committed: u64,
+}
+
+enum Msg {
+    Io(Input),
+    Subscribe(ConvoId, bool, Sender<Result<(), SessionError>>),
+    Unsubscribe(ConvoId),
+    Resume(Option<ConvoId>),
+    Shutdown,
+}
+
+/// The application's side of a running driver.
+pub struct Sync<S> {
+    tx: Sender<Msg>,
+    thread: Option<JoinHandle<Result<Finished<S>, SyncError>>>,
+}
+
+impl<S: Store> Sync<S> {
+    /// Starts the driver thread (and its fetch pool).
+    pub fn spawn(
+        options: Options,
+        store: S,
+        tokens: impl TokenProvider,
+    ) -> Result<(Sync<S>, Receiver<Update>), SyncError> {
+        let session = Session::new(options.config.clone(), store, options.wire.clone())?;
+        let (tx, rx) = mpsc::channel();
+        let (updates_tx, updates) = mpsc::sync_channel(options.updates_capacity.max(1));
+        let io = IoContext {
+            fetch_agent: agent(&options),
+            options: Arc::new(options),
+            tokens: Arc::new(tokens),
+            tx: tx.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("gapless-sync".into())
+            .spawn(move || Owner::new(session, io, rx, updates_tx)?.run())?;
+        Ok((
+            Sync {
+                tx,
+                thread: Some(thread),
+            },
+            updates,
+        ))
+    }
+
+    /// Subscribes a conversation (live: stream plus catch-ups), resuming from the store.
+    pub fn subscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
+        self.subscribe_with(convo.into(), true)
+    }
+
+    /// Subscribes a conversation; `live: false` syncs by periodic catch-ups only.
+    pub fn subscribe_with(&self, convo: ConvoId, live: bool) -> Result<(), SyncError> {
+        let (reply, answer) = mpsc::channel();
+        self.tx
+            .send(Msg::Subscribe(convo, live, reply))
+            .map_err(|_| SyncError::Stopped)?;
+        answer.recv().map_err(|_| SyncError::Stopped)??;
+        Ok(())
+    }
+
+    /// Stops syncing a conversation.
+    pub fn unsubscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
+        self.tx
+            .send(Msg::Unsubscribe(convo.into()))
+            .map_err(|_| SyncError::Stopped)
+    }
+
+    /// Catch up now (one conversation, or all).
+    pub fn resume(&self, convo: Option<ConvoId>) -> Result<(), SyncError> {
+        self.tx
+            .send(Msg::Resume(convo))
+            .map_err(|_| SyncError::Stopped)
+    }
+
+    /// Whether the driver stopped by itself (a store failure): `shutdown` tells why.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops: interrupts every stream and fetch, joins every thread, and hands back the
+    /// store. Everything delivered so far is already stored.
+    pub fn shutdown(mut self) -> Result<Finished<S>, SyncError> {
+        let _ = self.tx.send(Msg::Shutdown);
+        let thread = self.thread.take().ok_or(SyncError::Stopped)?;
+        thread.join().map_err(|_| SyncError::Stopped)?
+    }
+}
+
+impl<S> Drop for Sync<S> {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn agent(options: &Options) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(options.connect_timeout))
+        .user_agent(options.user_agent.as_str())
+        .build()
+        .into()
+}
+
+#[derive(Clone)]
+struct IoContext {
+    options: Arc<Options>,
+    fetch_agent: ureq::Agent,
+    tokens: Arc<dyn TokenProvider>,
+    tx: Sender<Msg>,
+}
+
+struct StreamThread {
+    cancel: Arc<AtomicBool>,
+    agent: ureq::Agent,
+    thread: JoinHandle<()>,
+}
+
+struct Owner<S> {
+    session: Session<S>,
+    io: IoContext,
+    rx: Receiver<Msg>,
+    updates: SyncSender<Update>,
+    fetches: Option<Sender<FetchCall>>,
+    pool: Vec<JoinHandle<()>>,
+    streams: HashMap<StreamId, StreamThread>,
+    closing: Vec<StreamThread>,
+}
+
+impl<S: Store> Owner<S> {
+    fn new(
+        session: Session<S>,
+        io: IoContext,
+        rx: Receiver<Msg>,
+        updates: SyncSender<Update>,
+    ) -> Result<Owner<S>, SyncError> {
+        let (fetch_tx, fetch_rx) = mpsc::channel::<FetchCall>();
+        let fetch_rx = Arc::new(Mutex::new(fetch_rx));
+        let workers = session.machine().config().max_inflight_fetches.max(1);
+        let mut pool = Vec::with_capacity(workers);
+        for n in 0..workers {
+            let jobs = fetch_rx.clone();
+            let io = io.clone();
+            pool.push(
+                std::thread::Builder::new()
+                    .name(format!("gapless-fetch-{n}"))
+                    .spawn(move || fetch_worker(io, jobs))?,
+            );
+        }
+        Ok(Owner {
+            session,
+            io,
+            rx,
+            updates,
+            fetches: Some(fetch_tx),
+            pool,
+            streams: HashMap::new(),
+            closing: Vec::new(),
+        })
+    }
+
+    fn run(mut self) -> Result<Finished<S>, SyncError> {
+        let result = self.run_loop();
+        self.stop_threads();
+        result?;
+        Ok(Finished {
+            fetches: self.session.fetches(),
+            committed: self.session.committed(),
+            store: self.session.into_store(),
+        })
+    }
+
+    fn run_loop(&mut self) -> Result<(), SyncError> {
+        loop {
+            let wait = self
+                .session
+                .deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            let msg = match wait {
+                Some(w) => self.rx.recv_timeout(w),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let step = match msg {
+                Err(RecvTimeoutError::Timeout) => self.session.timeout()?,
+                Err(RecvTimeoutError::Disconnected) | Ok(Msg::Shutdown) => return Ok(()),
+                Ok(Msg::Subscribe(convo, live, reply)) => {
+                    match self.session.subscribe(convo, live) {
+                        Ok(step) => {
+                            let _ = reply.send(Ok(()));
+                            step
+                        }
+                        Err(SessionError::Input(e)) => {
+                            let _ = reply.send(Err(SessionError::Input(e)));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(Msg::Unsubscribe(convo)) => self.session.input(Input::Unsubscribe { convo })?,
+                Ok(Msg::Resume(convo)) => self.session.input(Input::Resume { convo })?,
+                Ok(Msg::Io(input)) => {
+                    if let Input::StreamClosed { stream, .. } = &input {
+                        if let Some(t) = self.streams.remove(stream) {
+                            self.closing.push(t);
+                        }
+                    }
+                    match self.session.input(input) {
+                        Err(SessionError::Input(e)) => {
+                            tracing::warn!(error = %e, "input refused");
+                            continue;
+                        }
+                        other => other?,
+                    }
+                }
+            };
+            self.apply(step)?;
+        }
+    }
+
+    fn apply(&mut self, step: Step) -> Result<(), SyncError> {
+        for io in step.io {
+            match io {
+                Io::Open(call) => {
+                    let stream = call.stream;
+                    let t = spawn_stream(self.io.clone(), call)?;
+                    self.streams.insert(stream, t);
+                }
+                Io::Close { stream, .. } => {
+                    if let Some(t) = self.streams.remove(&stream) {
+                        t.cancel.store(true, Ordering::SeqCst);
+                        t.agent.clone().shutdown();
+                        self.closing.push(t);
+                    }
+                }
+                Io::Fetch(call) => {
+                    if let Some(jobs) = &self.fetches {
+                        let _ = jobs.send(call);
+                    }
+                }
+            }
+        }
+        // Join the stream threads that have ended (they do promptly once interrupted).
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.closing)
+            .into_iter()
+            .partition(|t| t.thread.is_finished());
+        self.closing = running;
+        for t in done {
+            let _ = t.thread.join();
+        }
+        for update in step.updates {
+            // The application stopped listening: it still gets everything in the store.
+            let _ = self.updates.send(update);
+        }
+        Ok(())
+    }
+
+    /// Interrupts every request in flight and joins every thread.
+    fn stop_threads(&mut self) {
+        self.fetches = None; // the workers end when the queue is closed …
+        self.io.fetch_agent.clone().shutdown(); // … and a hung fetch is interrupted
+        for t in self
+            .streams
+            .drain()
+            .map(|(_, t)| t)
+            .chain(self.closing.drain(..))
+        {
+            t.cancel.store(true, Ordering::SeqCst);
+            t.agent.clone().shutdown();
+            let _ = t.thread.join();
+        }
+        for worker in self.pool.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn token(io: &IoContext, nsid: &'static str) -> Option<String> {
+    match io.tokens.token(nsid) {
+        Ok(t) => Some(t.bearer()),
+        Err(e) => {
+            tracing::warn!(nsid, error = %e, "no token");
+            None
+        }
+    }
+}
+
+fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<String> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Reads a body up to `limit` bytes (and one more, so the decoder sees it is too big).
+fn body(response: ureq::http::Response<ureq::Body>, limit: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    response
+        .into_body()
+        .into_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn fetch_worker(io: IoContext, jobs: Arc<Mutex<Receiver<FetchCall>>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(call) = job else { return };
+        let input = fetch(&io, &call);
+        if io.tx.send(Msg::Io(input)).is_err() {
+            return;
+        }
+    }
+}
+
+fn fetch(io: &IoContext, call: &FetchCall) -> Input {
+    let Some(auth) = token(io, FetchCall::NSID) else {
+        return call.failed();
+    };
+    let url = format!("{}{}", io.options.base_url, call.path_and_query);
+    let sent = io
+        .fetch_agent
+        .get(&url)
+        .header("Authorization", &auth)
+        .config()
+        .timeout_global(Some(io.options.request_timeout))
+        .build()
+        .call();
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(convo = %call.request.convo, error = %e, "fetch failed");
+            return call.failed();
+        }
+    };
+    let status = response.status().as_u16();
+    let retry = retry_after(&response);
+    let limits: &Limits = &io.options.wire.limits;
+    match body(response, limits.max_body) {
+        Ok(bytes) => call.answer(status, retry.as_deref(), &bytes, limits),
+        Err(e) => {
+            tracing::debug!(convo = %call.request.convo, error = %e, "fetch body failed");
+            call.failed()
+        }
+    }
+}
+
+fn spawn_stream(io: IoContext, call: StreamCall) -> Result<StreamThread, SyncError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    // One agent per stream, so that closing it interrupts this stream's read only.
+    let agent = agent(&io.options);
+    let thread = {
+        let cancel = cancel.clone();
+        let agent = agent.clone();
+        std::thread::Builder::new()
+            .name(format!("gapless-stream-{}", call.stream.0))
+            .spawn(move || {
+                let send = |input: Input| {
+                    if !cancel.load(Ordering::SeqCst) {
+                        let _ = io.tx.send(Msg::Io(input));
+                    }
+                };
+                stream(&io, &agent, &call, &send);
+            })?
+    };
+    Ok(StreamThread {
+        cancel,
+        agent,
+        thread,
+    })
+}
+
+/// Runs a stream to its end, sending every input (the closing one last).
+fn stream(io: &IoContext, agent: &ureq::Agent, call: &StreamCall, send: &dyn Fn(Input)) {
+    let transient = Some(StreamError::Transient);
+    let Some(auth) = token(io, StreamCall::NSID) else {
+        return send(call.closed(transient));
+    };
+    let url = format!("{}{}", io.options.base_url, call.path_and_query);
+    let sent = agent
+        .get(&url)
+        .header("Authorization", &auth)
+        .header("Accept", "text/event-stream")
+        .config()
+        .timeout_recv_response(Some(io.options.request_timeout))
+        .build()
+        .call();
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(convo = %call.convo, error = %e, "stream failed");
+            return send(call.closed(transient));
+        }
+    };
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        let retry = retry_after(&response);
+        let bytes = body(response, 64 * 1024).unwrap_or_default();
+        return send(call.refused(status, retry.as_deref(), &bytes));
+    }
+    send(call.opened());
+    let limits = &io.options.wire.limits;
+    let mut reader = call.reader(limits);
+    let mut body = response.into_body().into_reader();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut inputs = Vec::new();
+    loop {
+        match body.read(&mut buf) {
+            Ok(0) => return send(call.closed(None)),
+            Ok(n) => {
+                let fed = reader.feed(&buf[..n], &mut inputs);
+                for input in inputs.drain(..) {
+                    send(input);
+                }
+                if let Err(e) = fed {
+                    tracing::warn!(convo = %call.convo, error = %e, "undecodable stream; reconnecting");
+                    return send(call.closed(transient));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(convo = %call.convo, error = %e, "stream broke");
+                return send(call.closed(transient));
+            }
+        }
+    }
+}
