@@ -141,7 +141,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut tally = Tally::default();
     let deadline = args.duration.map(|d| started + d);
     let (fetches, stored) = if args.blocking {
-        bail!("--blocking: the blocking driver is not built into this binary yet")
+        run_blocking(
+            &base, wire, store, tokens, &convos, deadline, &mut tally, &bar, args.print,
+        )?
     } else {
         run_tokio(
             &base, wire, store, tokens, &convos, deadline, &mut tally, &bar, args.print,
@@ -209,4 +211,48 @@ fn run_tokio(
         let stored = finished.store.messages()?.len() as u64;
         Ok((finished.fetches, stored))
     })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_blocking(
+    base: &str,
+    wire: gapless_adapter::Wire,
+    store: SqliteStore,
+    tokens: Arc<dyn TokenProvider>,
+    convos: &[ConvoId],
+    deadline: Option<Instant>,
+    tally: &mut Tally,
+    bar: &indicatif::ProgressBar,
+    print: bool,
+) -> anyhow::Result<(u64, u64)> {
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        ctrlc::set_handler(move || interrupted.store(true, std::sync::atomic::Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let mut options = gapless_blocking::Options::new(base);
+    options.wire = wire;
+    let (sync, updates) = gapless_blocking::Sync::spawn(options, store, tokens)?;
+    for convo in convos {
+        sync.subscribe(convo.clone())?;
+    }
+    while !interrupted.load(std::sync::atomic::Ordering::SeqCst)
+        && deadline.is_none_or(|d| Instant::now() < d)
+    {
+        match updates.recv_timeout(Duration::from_millis(100)) {
+            Ok(u) => {
+                tally.record(&u, print);
+                bar.set_message(format!(
+                    "{} messages, {} skipped",
+                    tally.messages, tally.skipped
+                ));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let finished = sync.shutdown()?;
+    let stored = finished.store.messages()?.len() as u64;
+    Ok((finished.fetches, stored))
 }
