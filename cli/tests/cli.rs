@@ -1,0 +1,138 @@
+//! The `gapless` binary end to end: `sync` with a token command against a server that
+//! accepts each minted token once, `inspect --json` against the server's log, and clear
+//! errors for bad input.
+
+use gapless_devserver::{DevServer, Faults, Options, Profile};
+use std::process::Command;
+
+fn gapless() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gapless"))
+}
+
+#[cfg(unix)]
+#[test]
+fn sync_with_a_token_command_then_inspect_json_matches_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Hostile tokens (getMessages takes a minted token once), no other fault.
+    let mut options = Options::new(Profile::Hostile, 3);
+    options.faults = Faults::default();
+    let server = runtime.block_on(DevServer::start(options)).unwrap();
+    server.create_convo("c0");
+    server.create_convo("c1");
+    for n in 0..60u8 {
+        server.post(if n % 3 == 0 { "c1" } else { "c0" }, vec![n; 16]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mint.sh");
+    // `$1` is the NSID; the PID and the time make each token new.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"dev-secret.$1.$$-$(date +%s%N)\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = dir.path().join("s.db");
+    let out = gapless()
+        .args(["sync", "--server", &server.base_url(), "--token-command"])
+        .arg(&script)
+        .args(["--convo", "c0", "--convo", "c1", "--for", "3s", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("60 new message(s)"), "{stdout}");
+    // Nothing of a token in what it printed.
+    assert!(
+        !stdout.contains("dev-secret")
+            && !String::from_utf8_lossy(&out.stderr).contains("dev-secret")
+    );
+
+    let out = gapless()
+        .args(["inspect", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut stored: Vec<(String, u64, String)> = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["convo"].as_str().unwrap().to_string(),
+                m["seq"].as_u64().unwrap(),
+                m["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    stored.sort();
+    assert_eq!(stored, server.log());
+    assert_eq!(json["conversations"].as_array().unwrap().len(), 2);
+
+    // A second run resumes: nothing new, nothing twice.
+    let out = gapless()
+        .args(["sync", "--server", &server.base_url(), "--token-command"])
+        .arg(&script)
+        .args(["--convo", "c0", "--for", "1s", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 new message(s)"));
+    let out = gapless()
+        .args(["inspect", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("messages    40 (seq 1..=40)"), "{text}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let out = gapless()
+        .args(["inspect", "--db", "/nonexistent/x.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"));
+
+    let out = gapless()
+        .args([
+            "sync",
+            "--server",
+            "ftp://x",
+            "--token",
+            "t",
+            "--convo",
+            "c",
+            "--db",
+            "/tmp/never.db",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http:// or https://"));
+
+    let out = gapless()
+        .args([
+            "sync", "--server", "http://x", "--convo", "c", "--db", "x.db",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a token is required");
+
+    let out = gapless()
+        .args(["demo", "--profile", "stormy"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown profile"));
+}
