@@ -140,14 +140,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut tally = Tally::default();
     let deadline = args.duration.map(|d| started + d);
+    let mut options = gapless_adapter::Options::new(base);
+    options.wire = wire;
+    let job = Job {
+        options,
+        tokens,
+        convos: &convos,
+        deadline,
+        bar: &bar,
+        print: args.print,
+    };
     let (fetches, stored) = if args.blocking {
-        run_blocking(
-            &base, wire, store, tokens, &convos, deadline, &mut tally, &bar, args.print,
-        )?
+        run_blocking(job, store, &mut tally)?
     } else {
-        run_tokio(
-            &base, wire, store, tokens, &convos, deadline, &mut tally, &bar, args.print,
-        )?
+        run_tokio(job, store, &mut tally)?
     };
     bar.finish_and_clear();
     println!(
@@ -167,28 +173,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_tokio(
-    base: &str,
-    wire: gapless_adapter::Wire,
-    store: SqliteStore,
+/// One sync run, whichever the driver.
+struct Job<'a> {
+    options: gapless_adapter::Options,
     tokens: Arc<dyn TokenProvider>,
-    convos: &[ConvoId],
+    convos: &'a [ConvoId],
     deadline: Option<Instant>,
-    tally: &mut Tally,
-    bar: &indicatif::ProgressBar,
+    bar: &'a indicatif::ProgressBar,
     print: bool,
-) -> anyhow::Result<(u64, u64)> {
+}
+
+impl Job<'_> {
+    fn record(&self, tally: &mut Tally, update: &Update) {
+        tally.record(update, self.print);
+        self.bar.set_message(format!(
+            "{} messages, {} skipped",
+            tally.messages, tally.skipped
+        ));
+    }
+}
+
+fn run_tokio(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Result<(u64, u64)> {
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     runtime.block_on(async {
-        let mut options = gapless_tokio::Options::new(base);
-        options.wire = wire;
-        let (sync, mut updates) = gapless_tokio::Sync::spawn(options, store, tokens)?;
-        for convo in convos {
+        let (sync, mut updates) =
+            gapless_tokio::Sync::spawn(job.options.clone(), store, job.tokens.clone())?;
+        for convo in job.convos {
             sync.subscribe(convo.clone()).await?;
         }
         let stop = async {
-            match deadline {
+            match job.deadline {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
                 None => std::future::pending().await,
             }
@@ -197,10 +211,7 @@ fn run_tokio(
         loop {
             tokio::select! {
                 update = updates.recv() => match update {
-                    Some(u) => {
-                        tally.record(&u, print);
-                        bar.set_message(format!("{} messages, {} skipped", tally.messages, tally.skipped));
-                    }
+                    Some(u) => job.record(tally, &u),
                     None => break,
                 },
                 _ = tokio::signal::ctrl_c() => break,
@@ -213,41 +224,23 @@ fn run_tokio(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_blocking(
-    base: &str,
-    wire: gapless_adapter::Wire,
-    store: SqliteStore,
-    tokens: Arc<dyn TokenProvider>,
-    convos: &[ConvoId],
-    deadline: Option<Instant>,
-    tally: &mut Tally,
-    bar: &indicatif::ProgressBar,
-    print: bool,
-) -> anyhow::Result<(u64, u64)> {
+fn run_blocking(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Result<(u64, u64)> {
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();
         ctrlc::set_handler(move || interrupted.store(true, std::sync::atomic::Ordering::SeqCst))
             .context("installing the Ctrl-C handler")?;
     }
-    let mut options = gapless_blocking::Options::new(base);
-    options.wire = wire;
-    let (sync, updates) = gapless_blocking::Sync::spawn(options, store, tokens)?;
-    for convo in convos {
+    let (sync, updates) =
+        gapless_blocking::Sync::spawn(job.options.clone(), store, job.tokens.clone())?;
+    for convo in job.convos {
         sync.subscribe(convo.clone())?;
     }
     while !interrupted.load(std::sync::atomic::Ordering::SeqCst)
-        && deadline.is_none_or(|d| Instant::now() < d)
+        && job.deadline.is_none_or(|d| Instant::now() < d)
     {
         match updates.recv_timeout(Duration::from_millis(100)) {
-            Ok(u) => {
-                tally.record(&u, print);
-                bar.set_message(format!(
-                    "{} messages, {} skipped",
-                    tally.messages, tally.skipped
-                ));
-            }
+            Ok(u) => job.record(tally, &u),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }

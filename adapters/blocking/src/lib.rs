@@ -33,10 +33,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use gapless::{Config, ConvoId, Input, StreamError, StreamId};
+use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::catbird::Limits;
 use gapless_adapter::{
-    FetchCall, Io, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update, Wire,
+    FetchCall, Io, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update,
 };
 use std::collections::HashMap;
 use std::io::Read;
@@ -44,43 +44,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use gapless_adapter;
-
-/// How to run.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// The server, e.g. `https://mls.catbird.blue`.
-    pub base_url: String,
-    /// The machine's configuration (`max_inflight_fetches` sizes the fetch pool).
-    pub config: Config,
-    /// Paging style and decode limits.
-    pub wire: Wire,
-    /// Longest a fetch may take, answer included.
-    pub request_timeout: Duration,
-    /// Longest a connection may take to open.
-    pub connect_timeout: Duration,
-    /// Updates held for the application before the driver waits for it to read.
-    pub updates_capacity: usize,
-    /// `User-Agent`.
-    pub user_agent: String,
-}
-
-impl Options {
-    /// Defaults for a server.
-    pub fn new(base_url: impl Into<String>) -> Options {
-        Options {
-            base_url: base_url.into().trim_end_matches('/').to_string(),
-            config: Config::default(),
-            wire: Wire::default(),
-            request_timeout: Duration::from_secs(15),
-            connect_timeout: Duration::from_secs(10),
-            updates_capacity: 1024,
-            user_agent: concat!("gapless/", env!("CARGO_PKG_VERSION")).into(),
-        }
-    }
-}
+pub use gapless_adapter::{Finished, Options};
 
 /// Why the driver stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,17 +62,6 @@ pub enum SyncError {
     /// The driver thread is gone (it failed earlier, or panicked).
     #[error("the sync thread is not running")]
     Stopped,
-}
-
-/// What a stopped driver hands back.
-#[derive(Debug)]
-pub struct Finished<S> {
-    /// The store, with everything delivered in it.
-    pub store: S,
-    /// Fetches made.
-    pub fetches: u64,
-    /// Messages stored.
-    pub committed: u64,
 }
 
 enum Msg {
@@ -272,11 +228,7 @@ impl<S: Store> Owner<S> {
         let result = self.run_loop();
         self.stop_threads();
         result?;
-        Ok(Finished {
-            fetches: self.session.fetches(),
-            committed: self.session.committed(),
-            store: self.session.into_store(),
-        })
+        Ok(Finished::of(self.session))
     }
 
     fn run_loop(&mut self) -> Result<(), SyncError> {
@@ -430,7 +382,7 @@ fn fetch(io: &IoContext, call: &FetchCall) -> Input {
     let Some(auth) = token(io, FetchCall::NSID) else {
         return call.failed();
     };
-    let url = format!("{}{}", io.options.base_url, call.path_and_query);
+    let url = io.options.url(&call.path_and_query);
     let sent = io
         .fetch_agent
         .get(&url)
@@ -489,7 +441,7 @@ fn stream(io: &IoContext, agent: &ureq::Agent, call: &StreamCall, send: &dyn Fn(
     let Some(auth) = token(io, StreamCall::NSID) else {
         return send(call.closed(transient));
     };
-    let url = format!("{}{}", io.options.base_url, call.path_and_query);
+    let url = io.options.url(&call.path_and_query);
     let sent = agent
         .get(&url)
         .header("Authorization", &auth)

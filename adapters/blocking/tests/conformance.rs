@@ -2,7 +2,7 @@
 
 use gapless_adapter::Update;
 use gapless_blocking::{Options, Sync};
-use gapless_conformance::{self as suite, Driver, Profile, Running, Setup, Stopped};
+use gapless_conformance::{Driver, Running, Setup, Stopped};
 use gapless_sqlite::SqliteStore;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
@@ -42,37 +42,4 @@ impl Running for BlockingRunning {
     }
 }
 
-#[test]
-fn converges_calm() {
-    suite::converges_under::<Blocking>(Profile::Calm, 11);
-}
-
-#[test]
-fn converges_flaky_mobile() {
-    suite::converges_under::<Blocking>(Profile::FlakyMobile, 12);
-}
-
-#[test]
-fn converges_hostile() {
-    suite::converges_under::<Blocking>(Profile::Hostile, 13);
-}
-
-#[test]
-fn recovers_a_gap_in_about_gap_wait() {
-    suite::recovers_a_gap_in_about_gap_wait::<Blocking>(14);
-}
-
-#[test]
-fn resumes_from_the_store() {
-    suite::resumes_from_the_store::<Blocking>(15);
-}
-
-#[test]
-fn clears_an_unknown_conversation() {
-    suite::clears_an_unknown_conversation::<Blocking>(16);
-}
-
-#[test]
-fn survives_a_failing_token_provider() {
-    suite::survives_a_failing_token_provider::<Blocking>(17);
-}
+gapless_conformance::suite!(Blocking, 10);

@@ -21,12 +21,14 @@
 #![warn(missing_docs)]
 
 mod io;
+mod options;
 mod session;
 mod store;
 mod token;
 mod update;
 
 pub use io::{FetchCall, Io, StreamCall, StreamReader, Wire};
+pub use options::{Finished, Options};
 pub use session::{Session, SessionError, Step};
 pub use store::{MemoryStore, Restored, Store, StoreError, Write};
 pub use token::{CommandToken, FixedToken, Token, TokenError, TokenProvider};

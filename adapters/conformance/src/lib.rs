@@ -239,6 +239,16 @@ pub fn setup(server: &Server, convos: usize, seed: u64, store: SqliteStore) -> S
     }
 }
 
+/// Reads updates for `duration`.
+pub fn read_for(running: &mut dyn Running, seen: &mut Seen, duration: Duration) {
+    let until = Instant::now() + duration;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if let Some(u) = running.next_update(left.min(Duration::from_millis(20))) {
+            seen.record(u);
+        }
+    }
+}
+
 /// Reads updates until every message the server serves is seen (or `limit` passes).
 pub fn until_synced(running: &mut dyn Running, server: &Server, seen: &mut Seen, limit: Duration) {
     let started = Instant::now();
@@ -252,16 +262,24 @@ pub fn until_synced(running: &mut dyn Running, server: &Server, seen: &mut Seen,
             let (log, _) = server.truth();
             if log.iter().all(|(c, _, id)| seen.has(c, id)) {
                 // Let anything in flight arrive, to catch a late duplicate.
-                let settle = Instant::now();
-                while settle.elapsed() < Duration::from_millis(300) {
-                    if let Some(u) = running.next_update(Duration::from_millis(20)) {
-                        seen.record(u);
-                    }
-                }
+                read_for(running, seen, Duration::from_millis(300));
                 return;
             }
         }
     }
+}
+
+/// Reads until synced (or `limit`), stops, and checks the store against the server's log.
+pub fn finish(
+    mut running: Box<dyn Running>,
+    server: &Server,
+    seen: &mut Seen,
+    limit: Duration,
+) -> (SqliteStore, u64) {
+    until_synced(running.as_mut(), server, seen, limit);
+    let (store, fetches) = running.stop().into_parts(seen);
+    assert_matches_server(&store, seen, server);
+    (store, fetches)
 }
 
 /// Checks the store and what the application saw against the server's log.
@@ -319,13 +337,7 @@ pub fn converges_under<D: Driver>(profile: Profile, seed: u64) {
         }
     }
     traffic.join().unwrap();
-    until_synced(
-        running.as_mut(),
-        &server,
-        &mut seen,
-        Duration::from_secs(120),
-    );
-    let (store, fetches) = running.stop().into_parts(&mut seen);
+    let (_, fetches) = finish(running, &server, &mut seen, Duration::from_secs(120));
     eprintln!(
         "{profile:?}: {} delivered ({} recovered), {} skipped ranges, {fetches} fetches, faults {:?}",
         seen.delivered.values().map(Vec::len).sum::<usize>(),
@@ -333,7 +345,6 @@ pub fn converges_under<D: Driver>(profile: Profile, seed: u64) {
         seen.skipped.len(),
         server.server.fault_counts()
     );
-    assert_matches_server(&store, &seen, &server);
 }
 
 /// Stream events are lost (and nothing else goes wrong): each lost message arrives about
@@ -352,32 +363,15 @@ pub fn recovers_a_gap_in_about_gap_wait<D: Driver>(seed: u64) {
     ));
     let mut seen = Seen::default();
     // Give the streams time to open.
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(700) {
-        if let Some(u) = running.next_update(Duration::from_millis(20)) {
-            seen.record(u);
-        }
-    }
+    read_for(running.as_mut(), &mut seen, Duration::from_millis(700));
     let mut sent_at = HashMap::new();
     for n in 0..120 {
         let convo = format!("c{}", n % 2);
         let sent = server.server.post(&convo, vec![n as u8; 32]);
         sent_at.insert((convo, sent.id), Instant::now());
-        let until = Instant::now() + Duration::from_millis(25);
-        while Instant::now() < until {
-            if let Some(u) = running.next_update(until - Instant::now()) {
-                seen.record(u);
-            }
-        }
+        read_for(running.as_mut(), &mut seen, Duration::from_millis(25));
     }
-    until_synced(
-        running.as_mut(),
-        &server,
-        &mut seen,
-        Duration::from_secs(60),
-    );
-    let (store, _) = running.stop().into_parts(&mut seen);
-    assert_matches_server(&store, &seen, &server);
+    finish(running, &server, &mut seen, Duration::from_secs(60));
     let drops = server.server.fault_counts();
     let mut latencies: Vec<Duration> = seen
         .recovered
@@ -415,24 +409,12 @@ pub fn resumes_from_the_store<D: Driver>(seed: u64) {
     let mut store = SqliteStore::open_in_memory().unwrap();
     for round in 0..3 {
         let mut running = D::start(setup(&server, 2, seed + round, store));
-        let until = Instant::now() + Duration::from_millis(800);
-        while Instant::now() < until {
-            if let Some(u) = running.next_update(Duration::from_millis(20)) {
-                seen.record(u);
-            }
-        }
+        read_for(running.as_mut(), &mut seen, Duration::from_millis(800));
         store = running.stop().into_parts(&mut seen).0;
     }
     traffic.join().unwrap();
-    let mut running = D::start(setup(&server, 2, seed + 9, store));
-    until_synced(
-        running.as_mut(),
-        &server,
-        &mut seen,
-        Duration::from_secs(120),
-    );
-    let (store, _) = running.stop().into_parts(&mut seen);
-    assert_matches_server(&store, &seen, &server);
+    let running = D::start(setup(&server, 2, seed + 9, store));
+    finish(running, &server, &mut seen, Duration::from_secs(120));
 }
 
 /// A conversation the server does not know is cleared (403), never retried forever; the
@@ -493,19 +475,48 @@ pub fn survives_a_failing_token_provider<D: Driver>(seed: u64) {
     }
     let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
     s.tokens = tokens;
-    let mut running = D::start(s);
+    let running = D::start(s);
     let mut seen = Seen::default();
-    until_synced(
-        running.as_mut(),
-        &server,
-        &mut seen,
-        Duration::from_secs(60),
-    );
-    let (store, _) = running.stop().into_parts(&mut seen);
-    assert_matches_server(&store, &seen, &server);
+    finish(running, &server, &mut seen, Duration::from_secs(60));
     let asked = asked.lock().unwrap();
     assert!(asked.iter().any(|n| n == "blue.catbird.mls.getMessages"));
     assert!(asked
         .iter()
         .any(|n| n == "blue.catbird.mls.streamConvoEvents"));
+}
+
+/// Declares the suite's tests for a driver: `gapless_conformance::suite!(MyDriver, 10);`
+/// (the number offsets every seed, so that two drivers meet different fault schedules).
+#[macro_export]
+macro_rules! suite {
+    ($driver:ty, $seed:expr) => {
+        #[test]
+        fn converges_calm() {
+            $crate::converges_under::<$driver>($crate::Profile::Calm, $seed + 1);
+        }
+        #[test]
+        fn converges_flaky_mobile() {
+            $crate::converges_under::<$driver>($crate::Profile::FlakyMobile, $seed + 2);
+        }
+        #[test]
+        fn converges_hostile() {
+            $crate::converges_under::<$driver>($crate::Profile::Hostile, $seed + 3);
+        }
+        #[test]
+        fn recovers_a_gap_in_about_gap_wait() {
+            $crate::recovers_a_gap_in_about_gap_wait::<$driver>($seed + 4);
+        }
+        #[test]
+        fn resumes_from_the_store() {
+            $crate::resumes_from_the_store::<$driver>($seed + 5);
+        }
+        #[test]
+        fn clears_an_unknown_conversation() {
+            $crate::clears_an_unknown_conversation::<$driver>($seed + 6);
+        }
+        #[test]
+        fn survives_a_failing_token_provider() {
+            $crate::survives_a_failing_token_provider::<$driver>($seed + 7);
+        }
+    };
 }

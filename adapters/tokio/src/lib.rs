@@ -34,52 +34,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use gapless::{Config, ConvoId, Input, StreamError, StreamId};
-use gapless_adapter::catbird::Limits;
+use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::{
-    FetchCall, Io, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update, Wire,
+    FetchCall, Io, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 
 pub use gapless_adapter;
-
-/// How to run.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// The server, e.g. `https://mls.catbird.blue` (no trailing slash needed).
-    pub base_url: String,
-    /// The machine's configuration.
-    pub config: Config,
-    /// Paging style and decode limits.
-    pub wire: Wire,
-    /// Longest a fetch may take, answer included (then it failed, transiently).
-    pub request_timeout: Duration,
-    /// Longest a connection may take to open.
-    pub connect_timeout: Duration,
-    /// Updates held for the application before the driver waits for it to read.
-    pub updates_capacity: usize,
-    /// `User-Agent`.
-    pub user_agent: String,
-}
-
-impl Options {
-    /// Defaults for a server.
-    pub fn new(base_url: impl Into<String>) -> Options {
-        Options {
-            base_url: base_url.into().trim_end_matches('/').to_string(),
-            config: Config::default(),
-            wire: Wire::default(),
-            request_timeout: Duration::from_secs(15),
-            connect_timeout: Duration::from_secs(10),
-            updates_capacity: 1024,
-            user_agent: concat!("gapless/", env!("CARGO_PKG_VERSION")).into(),
-        }
-    }
-}
+pub use gapless_adapter::{Finished, Options};
 
 /// Why the driver stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,17 +59,6 @@ pub enum SyncError {
     /// The driver task is gone (it failed earlier, or panicked).
     #[error("the sync task is not running")]
     Stopped,
-}
-
-/// What a stopped driver hands back.
-#[derive(Debug)]
-pub struct Finished<S> {
-    /// The store, with everything delivered in it.
-    pub store: S,
-    /// Fetches made.
-    pub fetches: u64,
-    /// Messages stored.
-    pub committed: u64,
 }
 
 enum Control {
@@ -140,10 +94,8 @@ impl<S: Store> Sync<S> {
         let (io_tx, io_rx) = mpsc::channel(1024);
         let io = IoContext {
             http,
-            base_url: Arc::from(options.base_url.as_str()),
+            options: Arc::new(options),
             tokens: Arc::new(tokens),
-            limits: Arc::new(options.wire.limits),
-            request_timeout: options.request_timeout,
             tx: io_tx,
         };
         let owner = Owner {
@@ -206,10 +158,8 @@ impl<S: Store> Sync<S> {
 #[derive(Clone)]
 struct IoContext {
     http: reqwest::Client,
-    base_url: Arc<str>,
+    options: Arc<Options>,
     tokens: Arc<dyn TokenProvider>,
-    limits: Arc<Limits>,
-    request_timeout: Duration,
     tx: mpsc::Sender<Input>,
 }
 
@@ -228,15 +178,7 @@ impl<S: Store> Owner<S> {
         let result = self.run_loop().await;
         self.tasks.shutdown().await;
         result?;
-        Ok(Finished {
-            fetches: self.session.fetches(),
-            committed: self.session.committed(),
-            store: self.session_into_store(),
-        })
-    }
-
-    fn session_into_store(self) -> S {
-        self.session.into_store()
+        Ok(Finished::of(self.session))
     }
 
     async fn run_loop(&mut self) -> Result<(), SyncError> {
@@ -352,12 +294,12 @@ async fn fetch(io: &IoContext, call: &FetchCall) -> Input {
     let Some(auth) = token(io, FetchCall::NSID).await else {
         return call.failed();
     };
-    let url = format!("{}{}", io.base_url, call.path_and_query);
+    let url = io.options.url(&call.path_and_query);
     let sent = io
         .http
         .get(url)
         .header(reqwest::header::AUTHORIZATION, auth)
-        .timeout(io.request_timeout)
+        .timeout(io.options.request_timeout)
         .send()
         .await;
     let response = match sent {
@@ -369,8 +311,8 @@ async fn fetch(io: &IoContext, call: &FetchCall) -> Input {
     };
     let status = response.status().as_u16();
     let retry = retry_after(&response);
-    match body(response, io.limits.max_body).await {
-        Ok(bytes) => call.answer(status, retry.as_deref(), &bytes, &io.limits),
+    match body(response, io.options.wire.limits.max_body).await {
+        Ok(bytes) => call.answer(status, retry.as_deref(), &bytes, &io.options.wire.limits),
         Err(e) => {
             tracing::debug!(convo = %call.request.convo, error = %without_url(e), "fetch body failed");
             call.failed()
@@ -389,14 +331,14 @@ async fn stream(io: &IoContext, call: &StreamCall) -> Input {
     let Some(auth) = token(io, StreamCall::NSID).await else {
         return call.closed(transient);
     };
-    let url = format!("{}{}", io.base_url, call.path_and_query);
+    let url = io.options.url(&call.path_and_query);
     let sent = io
         .http
         .get(url)
         .header(reqwest::header::AUTHORIZATION, auth)
         .header(reqwest::header::ACCEPT, "text/event-stream")
         .send();
-    let mut response = match tokio::time::timeout(io.request_timeout, sent).await {
+    let mut response = match tokio::time::timeout(io.options.request_timeout, sent).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::debug!(convo = %call.convo, error = %without_url(e), "stream failed");
@@ -413,7 +355,7 @@ async fn stream(io: &IoContext, call: &StreamCall) -> Input {
     if io.tx.send(call.opened()).await.is_err() {
         return call.closed(None);
     }
-    let mut reader = call.reader(&io.limits);
+    let mut reader = call.reader(&io.options.wire.limits);
     let mut inputs = Vec::new();
     loop {
         match response.chunk().await {

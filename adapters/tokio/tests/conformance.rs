@@ -1,8 +1,7 @@
 //! The shared driver suite (`gapless-conformance`), run against the tokio driver.
 
 use gapless_adapter::Update;
-use gapless_conformance::Profile;
-use gapless_conformance::{self as suite, Driver, Running, Setup, Stopped};
+use gapless_conformance::{Driver, Running, Setup, Stopped};
 use gapless_sqlite::SqliteStore;
 use gapless_tokio::{Options, Sync, Updates};
 use std::time::Duration;
@@ -66,37 +65,4 @@ impl Running for TokioRunning {
     }
 }
 
-#[test]
-fn converges_calm() {
-    suite::converges_under::<Tokio>(Profile::Calm, 1);
-}
-
-#[test]
-fn converges_flaky_mobile() {
-    suite::converges_under::<Tokio>(Profile::FlakyMobile, 2);
-}
-
-#[test]
-fn converges_hostile() {
-    suite::converges_under::<Tokio>(Profile::Hostile, 3);
-}
-
-#[test]
-fn recovers_a_gap_in_about_gap_wait() {
-    suite::recovers_a_gap_in_about_gap_wait::<Tokio>(4);
-}
-
-#[test]
-fn resumes_from_the_store() {
-    suite::resumes_from_the_store::<Tokio>(5);
-}
-
-#[test]
-fn clears_an_unknown_conversation() {
-    suite::clears_an_unknown_conversation::<Tokio>(6);
-}
-
-#[test]
-fn survives_a_failing_token_provider() {
-    suite::survives_a_failing_token_provider::<Tokio>(7);
-}
+gapless_conformance::suite!(Tokio, 0);
