@@ -32,7 +32,7 @@ impl Options {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             config: Config::default(),
             wire: Wire::default(),
-            request_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             updates_capacity: 1024,
             user_agent: concat!("gapless/", env!("CARGO_PKG_VERSION")).into(),
