@@ -41,7 +41,7 @@ use gapless_adapter::{
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -75,6 +75,7 @@ enum Msg {
 /// The application's side of a running driver.
 pub struct Sync<S> {
     tx: Sender<Msg>,
+    stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<Finished<S>, SyncError>>>,
 }
 
@@ -88,6 +89,8 @@ impl<S: Store> Sync<S> {
         let session = Session::new(options.config.clone(), store, options.wire.clone())?;
         let (tx, rx) = mpsc::channel();
         let (updates_tx, updates) = mpsc::sync_channel(options.updates_capacity.max(1));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let owner_stopping = stopping.clone();
         let io = IoContext {
             fetch_agent: agent(&options),
             options: Arc::new(options),
@@ -96,10 +99,11 @@ impl<S: Store> Sync<S> {
         };
         let thread = std::thread::Builder::new()
             .name("gapless-sync".into())
-            .spawn(move || Owner::new(session, io, rx, updates_tx)?.run())?;
+            .spawn(move || Owner::new(session, io, rx, updates_tx, owner_stopping)?.run())?;
         Ok((
             Sync {
                 tx,
+                stopping,
                 thread: Some(thread),
             },
             updates,
@@ -143,6 +147,7 @@ impl<S: Store> Sync<S> {
     /// Stops: interrupts every stream and fetch, joins every thread, and hands back the
     /// store. Everything delivered so far is already stored.
     pub fn shutdown(mut self) -> Result<Finished<S>, SyncError> {
+        self.stopping.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Msg::Shutdown);
         let thread = self.thread.take().ok_or(SyncError::Stopped)?;
         thread.join().map_err(|_| SyncError::Stopped)?
@@ -151,6 +156,7 @@ impl<S: Store> Sync<S> {
 
 impl<S> Drop for Sync<S> {
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Msg::Shutdown);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -186,6 +192,7 @@ struct Owner<S> {
     io: IoContext,
     rx: Receiver<Msg>,
     updates: SyncSender<Update>,
+    stopping: Arc<AtomicBool>,
     fetches: Option<Sender<FetchCall>>,
     pool: Vec<JoinHandle<()>>,
     streams: HashMap<StreamId, StreamThread>,
@@ -198,6 +205,7 @@ impl<S: Store> Owner<S> {
         io: IoContext,
         rx: Receiver<Msg>,
         updates: SyncSender<Update>,
+        stopping: Arc<AtomicBool>,
     ) -> Result<Owner<S>, SyncError> {
         let (fetch_tx, fetch_rx) = mpsc::channel::<FetchCall>();
         let fetch_rx = Arc::new(Mutex::new(fetch_rx));
@@ -217,6 +225,7 @@ impl<S: Store> Owner<S> {
             io,
             rx,
             updates,
+            stopping,
             fetches: Some(fetch_tx),
             pool,
             streams: HashMap::new(),
@@ -308,9 +317,20 @@ impl<S: Store> Owner<S> {
         for t in done {
             let _ = t.thread.join();
         }
-        for update in step.updates {
-            // The application stopped listening: it still gets everything in the store.
-            let _ = self.updates.send(update);
+        for mut update in step.updates {
+            // Waits while the application's queue is full; a shutdown cuts the wait short
+            // (what it has not been told is in the store). If the application dropped its
+            // receiver, it still gets everything in the store.
+            loop {
+                match self.updates.try_send(update) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                    Err(TrySendError::Full(u)) if !self.stopping.load(Ordering::SeqCst) => {
+                        update = u;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(TrySendError::Full(_)) => return Ok(()),
+                }
+            }
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ impl Driver for Blocking {
         let mut options = Options::new(setup.base_url);
         options.config = setup.config;
         options.request_timeout = setup.request_timeout;
+        options.updates_capacity = setup.updates_capacity;
         let (sync, updates) = Sync::spawn(options, setup.store, setup.tokens).unwrap();
         for convo in setup.convos {
             sync.subscribe(convo).unwrap();

@@ -41,6 +41,8 @@ pub struct Setup {
     pub convos: Vec<ConvoId>,
     /// Fetch timeout.
     pub request_timeout: Duration,
+    /// Updates queued for the application before the driver waits for it.
+    pub updates_capacity: usize,
 }
 
 /// A driver under test.
@@ -236,6 +238,7 @@ pub fn setup(server: &Server, convos: usize, seed: u64, store: SqliteStore) -> S
             .map(|c| ConvoId::from(format!("c{c}")))
             .collect(),
         request_timeout: Duration::from_secs(3),
+        updates_capacity: 1024,
     }
 }
 
@@ -485,6 +488,45 @@ pub fn survives_a_failing_token_provider<D: Driver>(seed: u64) {
         .any(|n| n == "blue.catbird.mls.streamConvoEvents"));
 }
 
+/// An application that stops reading: the driver waits for it (bounded memory), goes on
+/// storing nothing more meanwhile, and still shuts down promptly when asked; everything the
+/// application was not told is in the store.
+pub fn shuts_down_while_the_application_does_not_read<D: Driver>(seed: u64) {
+    let server = Server::start(Profile::Calm, seed, |_| {});
+    server.server.create_convo("c0");
+    for n in 0..50u8 {
+        server.server.post("c0", vec![n; 8]);
+    }
+    let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
+    s.updates_capacity = 1;
+    let mut running = D::start(s);
+    let mut seen = Seen::default();
+    // One update read, then none for a while: the driver is blocked on the full queue.
+    if let Some(u) = running.next_update(Duration::from_secs(10)) {
+        seen.record(u);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (store, _) = running.stop().into_parts(&mut seen);
+    let stored = store.messages().unwrap().len();
+    assert!(stored >= seen.delivered.values().map(Vec::len).sum::<usize>());
+    assert!(stored > 0);
+    // A restart on the same store finishes the job (if the first run had not) and tells
+    // nothing the first one told.
+    let mut s = setup(&server, 1, seed + 1, store);
+    s.updates_capacity = 1;
+    let mut running = D::start(s);
+    read_for(running.as_mut(), &mut seen, Duration::from_secs(1));
+    let (store, _) = running.stop().into_parts(&mut seen);
+    assert!(seen.twice.is_empty(), "told twice: {:?}", seen.twice);
+    let stored: Vec<Row> = store
+        .messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.convo, m.seq, m.id))
+        .collect();
+    assert_eq!(stored, server.truth().0);
+}
+
 /// Declares the suite's tests for a driver: `gapless_conformance::suite!(MyDriver, 10);`
 /// (the number offsets every seed, so that two drivers meet different fault schedules).
 #[macro_export]
@@ -513,6 +555,10 @@ macro_rules! suite {
         #[test]
         fn clears_an_unknown_conversation() {
             $crate::clears_an_unknown_conversation::<$driver>($seed + 6);
+        }
+        #[test]
+        fn shuts_down_while_the_application_does_not_read() {
+            $crate::shuts_down_while_the_application_does_not_read::<$driver>($seed + 8);
         }
         #[test]
         fn survives_a_failing_token_provider() {

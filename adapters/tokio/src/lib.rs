@@ -71,6 +71,7 @@ enum Control {
 /// The application's side of a running driver.
 pub struct Sync<S> {
     control: mpsc::UnboundedSender<Control>,
+    stopping: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<Result<Finished<S>, SyncError>>,
 }
 
@@ -90,6 +91,7 @@ impl<S: Store> Sync<S> {
             .build()?;
         let session = Session::new(options.config.clone(), store, options.wire.clone())?;
         let (control, control_rx) = mpsc::unbounded_channel();
+        let stopping = Arc::new(tokio::sync::Notify::new());
         let (updates_tx, updates) = mpsc::channel(options.updates_capacity.max(1));
         let (io_tx, io_rx) = mpsc::channel(1024);
         let io = IoContext {
@@ -103,12 +105,20 @@ impl<S: Store> Sync<S> {
             io,
             io_rx,
             control: control_rx,
+            stopping: stopping.clone(),
             updates: updates_tx,
             tasks: JoinSet::new(),
             streams: HashMap::new(),
         };
         let task = tokio::spawn(owner.run());
-        Ok((Sync { control, task }, updates))
+        Ok((
+            Sync {
+                control,
+                stopping,
+                task,
+            },
+            updates,
+        ))
     }
 
     /// Subscribes a conversation (live: stream plus catch-ups), resuming from the store.
@@ -145,6 +155,8 @@ impl<S: Store> Sync<S> {
     /// back the store. Everything delivered so far is already stored.
     pub async fn shutdown(self) -> Result<Finished<S>, SyncError> {
         let _ = self.control.send(Control::Shutdown);
+        // Also wakes the driver if it waits for the application to read an update.
+        self.stopping.notify_one();
         self.task.await.map_err(|_| SyncError::Stopped)?
     }
 
@@ -168,6 +180,7 @@ struct Owner<S> {
     io: IoContext,
     io_rx: mpsc::Receiver<Input>,
     control: mpsc::UnboundedReceiver<Control>,
+    stopping: Arc<tokio::sync::Notify>,
     updates: mpsc::Sender<Update>,
     tasks: JoinSet<()>,
     streams: HashMap<StreamId, AbortHandle>,
@@ -217,11 +230,14 @@ impl<S: Store> Owner<S> {
                 _ = sleep_until(deadline), if deadline.is_some() => self.session.timeout()?,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => continue,
             };
-            self.apply(step).await;
+            if !self.apply(step).await {
+                return Ok(());
+            }
         }
     }
 
-    async fn apply(&mut self, step: Step) {
+    /// Does a step's IO and tells its updates; `false` if asked to stop meanwhile.
+    async fn apply(&mut self, step: Step) -> bool {
         for io in step.io {
             match io {
                 Io::Open(call) => {
@@ -240,9 +256,15 @@ impl<S: Store> Owner<S> {
             }
         }
         for update in step.updates {
-            // The application stopped listening: it still gets everything in the store.
-            let _ = self.updates.send(update).await;
+            // Waits while the application's queue is full; a shutdown cuts the wait short
+            // (what it has not been told is in the store). If the application dropped its
+            // receiver, it still gets everything in the store.
+            tokio::select! {
+                _ = self.updates.send(update) => {}
+                _ = self.stopping.notified() => return false,
+            }
         }
+        true
     }
 }
 

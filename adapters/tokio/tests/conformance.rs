@@ -24,6 +24,7 @@ impl Driver for Tokio {
         let mut options = Options::new(setup.base_url);
         options.config = setup.config;
         options.request_timeout = setup.request_timeout;
+        options.updates_capacity = setup.updates_capacity;
         let (sync, updates) = runtime.block_on(async {
             let (sync, updates) = Sync::spawn(options, setup.store, setup.tokens).unwrap();
             for convo in setup.convos {
