@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !args.addr.ip().is_loopback() || args.addr.is_ipv6() {
+    if args.addr.ip() != std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) {
         bail!(
             "the dev server listens on 127.0.0.1 only (got {})",
             args.addr

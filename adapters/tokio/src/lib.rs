@@ -8,6 +8,12 @@
 //! `gapless-catbird`'s decoder. Each delivery batch is committed to the store before the
 //! application hears of it.
 //!
+//! The store's [`commit`](gapless_adapter::Store::commit) runs on the owner task: a batch
+//! (one page, or the few messages one stream event releases) is a single SQLite transaction
+//! of a few milliseconds at most, so it is not moved to a blocking thread. If the
+//! application stops reading updates, the driver waits once `updates_capacity` are queued
+//! (memory stays bounded); [`Sync::shutdown`] still returns promptly.
+//!
 //! ```no_run
 //! use gapless_adapter::{FixedToken, MemoryStore, Update};
 //! use gapless_tokio::{Options, Sync};
