@@ -91,7 +91,7 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
     options.config.rng_seed = args.seed;
     let (sync, mut updates) = gapless_tokio::Sync::spawn(options, store, tokens)?;
     for c in 0..args.convos {
-        sync.subscribe(format!("c{c}")).await?;
+        sync.subscribe(format!("c{c}"))?;
     }
 
     // The stream-only client, on its own streams.

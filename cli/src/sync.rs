@@ -199,7 +199,7 @@ fn run_tokio(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Res
         let (sync, mut updates) =
             gapless_tokio::Sync::spawn(job.options.clone(), store, job.tokens.clone())?;
         for convo in job.convos {
-            sync.subscribe(convo.clone()).await?;
+            sync.subscribe(convo.clone())?;
         }
         let stop = async {
             match job.deadline {

@@ -66,7 +66,7 @@ pub enum SyncError {
 
 enum Msg {
     Io(Input),
-    Subscribe(ConvoId, bool, Sender<Result<(), SessionError>>),
+    Subscribe(ConvoId, bool),
     Unsubscribe(ConvoId),
     Resume(Option<ConvoId>),
     Shutdown,
@@ -111,18 +111,17 @@ impl<S: Store> Sync<S> {
     }
 
     /// Subscribes a conversation (live: stream plus catch-ups), resuming from the store.
+    /// Returns at once; if the conversation is already subscribed, an
+    /// [`Update::Refused`] says so.
     pub fn subscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
         self.subscribe_with(convo.into(), true)
     }
 
     /// Subscribes a conversation; `live: false` syncs by periodic catch-ups only.
     pub fn subscribe_with(&self, convo: ConvoId, live: bool) -> Result<(), SyncError> {
-        let (reply, answer) = mpsc::channel();
         self.tx
-            .send(Msg::Subscribe(convo, live, reply))
-            .map_err(|_| SyncError::Stopped)?;
-        answer.recv().map_err(|_| SyncError::Stopped)??;
-        Ok(())
+            .send(Msg::Subscribe(convo, live))
+            .map_err(|_| SyncError::Stopped)
     }
 
     /// Stops syncing a conversation.
@@ -253,19 +252,7 @@ impl<S: Store> Owner<S> {
             let step = match msg {
                 Err(RecvTimeoutError::Timeout) => self.session.timeout()?,
                 Err(RecvTimeoutError::Disconnected) | Ok(Msg::Shutdown) => return Ok(()),
-                Ok(Msg::Subscribe(convo, live, reply)) => {
-                    match self.session.subscribe(convo, live) {
-                        Ok(step) => {
-                            let _ = reply.send(Ok(()));
-                            step
-                        }
-                        Err(SessionError::Input(e)) => {
-                            let _ = reply.send(Err(SessionError::Input(e)));
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                Ok(Msg::Subscribe(convo, live)) => self.session.subscribe(convo, live)?,
                 Ok(Msg::Unsubscribe(convo)) => self.session.input(Input::Unsubscribe { convo })?,
                 Ok(Msg::Resume(convo)) => self.session.input(Input::Resume { convo })?,
                 Ok(Msg::Io(input)) => {
@@ -274,13 +261,7 @@ impl<S: Store> Owner<S> {
                             self.closing.push(t);
                         }
                     }
-                    match self.session.input(input) {
-                        Err(SessionError::Input(e)) => {
-                            tracing::warn!(error = %e, "input refused");
-                            continue;
-                        }
-                        other => other?,
-                    }
+                    self.session.input(input)?
                 }
             };
             self.apply(step)?;

@@ -29,6 +29,10 @@ impl Driver for Blocking {
 }
 
 impl Running for BlockingRunning {
+    fn subscribe(&mut self, convo: &str) {
+        self.sync.subscribe(convo).unwrap();
+    }
+
     fn next_update(&mut self, timeout: Duration) -> Option<Update> {
         self.updates.recv_timeout(timeout).ok()
     }

@@ -20,9 +20,6 @@ pub enum SessionError {
     /// will be fetched again by a restarted session.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The caller passed bad input (a conversation subscribed twice, …).
-    #[error(transparent)]
-    Input(#[from] InputError),
 }
 
 /// What one input led to: IO for the driver to do, updates for the application (already
@@ -136,7 +133,9 @@ impl<S: Store> Session<S> {
         self.input(Input::Subscribe(sub))
     }
 
-    /// Feeds one input (an IO result, an unsubscribe, a resume).
+    /// Feeds one input (an IO result, an unsubscribe, a resume). An application's request
+    /// the machine refuses becomes [`Update::Refused`]; a refused IO result (for a
+    /// conversation unsubscribed meanwhile) is dropped.
     pub fn input(&mut self, input: Input) -> Result<Step, SessionError> {
         let live = match &input {
             Input::StreamEvent {
@@ -145,9 +144,30 @@ impl<S: Store> Session<S> {
             } => Some(message.id.clone()),
             _ => None,
         };
+        let requested = match &input {
+            Input::Subscribe(sub) => Some(sub.convo.clone()),
+            Input::Unsubscribe { convo } | Input::Resume { convo: Some(convo) } => {
+                Some(convo.clone())
+            }
+            _ => None,
+        };
         let now = self.now();
-        self.machine.handle(now, input)?;
+        if let Err(error) = self.machine.handle(now, input) {
+            return Ok(self.refused(requested, error));
+        }
         self.drain(live)
+    }
+
+    fn refused(&self, requested: Option<ConvoId>, error: InputError) -> Step {
+        let mut step = Step::default();
+        match requested {
+            Some(convo) => {
+                tracing::warn!(error = %error, "request refused");
+                step.updates.push(Update::Refused { convo, error });
+            }
+            None => tracing::debug!(error = %error, "input for a conversation no longer synced"),
+        }
+        step
     }
 
     /// The deadline came (or passed).

@@ -1,6 +1,6 @@
 //! What the application is told.
 
-use gapless::{Anomaly, ConvoId, Message, Order, Permanent, Seq, StreamEvent};
+use gapless::{Anomaly, ConvoId, InputError, Message, Order, Permanent, Seq, StreamEvent};
 
 /// One thing that happened, told to the application after it was stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +41,14 @@ pub enum Update {
         /// The event.
         event: StreamEvent,
     },
+    /// A request of the application was refused (a conversation subscribed twice, or
+    /// unsubscribed when it was not subscribed); nothing changed.
+    Refused {
+        /// The conversation.
+        convo: ConvoId,
+        /// Why.
+        error: InputError,
+    },
     /// The server did something it should not have; nothing was lost for it.
     Anomaly {
         /// The conversation.
@@ -58,6 +66,7 @@ impl Update {
             | Update::Skipped { convo, .. }
             | Update::Cleared { convo, .. }
             | Update::Event { convo, .. }
+            | Update::Refused { convo, .. }
             | Update::Anomaly { convo, .. } => convo,
         }
     }

@@ -53,6 +53,8 @@ pub trait Driver {
 
 /// A running driver.
 pub trait Running {
+    /// Subscribes one more conversation (returns at once).
+    fn subscribe(&mut self, convo: &str);
     /// The next update, waiting at most `timeout`.
     fn next_update(&mut self, timeout: Duration) -> Option<Update>;
     /// Stops gracefully; gives back the store, the number of fetches made, and the updates
@@ -123,6 +125,8 @@ pub struct Seen {
     pub skipped: Vec<(String, u64, u64)>,
     /// Clears.
     pub cleared: Vec<(String, gapless::Permanent)>,
+    /// Refused requests.
+    pub refused: Vec<(String, gapless::InputError)>,
     ids: BTreeSet<(String, String)>,
 }
 
@@ -168,6 +172,7 @@ impl Seen {
                 self.skipped.push((convo.to_string(), from.0, to.0))
             }
             Update::Cleared { convo, reason } => self.cleared.push((convo.to_string(), reason)),
+            Update::Refused { convo, error } => self.refused.push((convo.to_string(), error)),
             _ => {}
         }
     }
@@ -527,6 +532,35 @@ pub fn shuts_down_while_the_application_does_not_read<D: Driver>(seed: u64) {
     assert_eq!(stored, server.truth().0);
 }
 
+/// The application subscribes more conversations while it is behind reading updates (the
+/// driver waiting on its full queue): the calls return at once, a second subscription of
+/// the same conversation is refused with an update, and everything arrives once read.
+pub fn subscribes_while_the_application_is_behind<D: Driver>(seed: u64) {
+    let server = Server::start(Profile::Calm, seed, |_| {});
+    for c in 0..3 {
+        server.server.create_convo(&format!("c{c}"));
+        for n in 0..40u8 {
+            server.server.post(&format!("c{c}"), vec![n; 8]);
+        }
+    }
+    let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
+    s.updates_capacity = 2;
+    let mut running = D::start(s);
+    std::thread::sleep(Duration::from_millis(500)); // c0's catch-up fills the queue
+    running.subscribe("c1");
+    running.subscribe("c0");
+    running.subscribe("c2");
+    let mut seen = Seen::default();
+    let (store, _) = finish(running, &server, &mut seen, Duration::from_secs(30));
+    assert_eq!(store.messages().unwrap().len(), 120);
+    assert_eq!(seen.refused.len(), 1, "{:?}", seen.refused);
+    assert_eq!(seen.refused[0].0, "c0");
+    assert!(matches!(
+        seen.refused[0].1,
+        gapless::InputError::AlreadySubscribed(_)
+    ));
+}
+
 /// Declares the suite's tests for a driver: `gapless_conformance::suite!(MyDriver, 10);`
 /// (the number offsets every seed, so that two drivers meet different fault schedules).
 #[macro_export]
@@ -559,6 +593,10 @@ macro_rules! suite {
         #[test]
         fn shuts_down_while_the_application_does_not_read() {
             $crate::shuts_down_while_the_application_does_not_read::<$driver>($seed + 8);
+        }
+        #[test]
+        fn subscribes_while_the_application_is_behind() {
+            $crate::subscribes_while_the_application_is_behind::<$driver>($seed + 9);
         }
         #[test]
         fn survives_a_failing_token_provider() {

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens = move |_nsid: &str| -> Result<Token, TokenError> { Ok(Token::new(secret.clone())) };
     let (sync, mut updates) = Sync::spawn(Options::new(server), store, tokens)?;
     for convo in &convos {
-        sync.subscribe(convo.as_str()).await?; // resumes from the stored checkpoint
+        sync.subscribe(convo.as_str())?; // resumes from the stored checkpoint
     }
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);

@@ -23,7 +23,7 @@
 //! // Any `gapless_adapter::Store` (gapless_sqlite::SqliteStore for real use) and any token
 //! // provider (a closure `|nsid| …` minting a service token per request, for the real server).
 //! let (sync, mut updates) = Sync::spawn(options, MemoryStore::new(), FixedToken::new("dev-secret"))?;
-//! sync.subscribe("convo-1").await?;
+//! sync.subscribe("convo-1")?;
 //! while let Some(update) = updates.recv().await {
 //!     match update {
 //!         Update::Message { convo, message, .. } => println!("{convo} #{} {}", message.seq.0, message.id),
@@ -46,7 +46,7 @@ use gapless_adapter::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 pub use gapless_adapter;
@@ -68,7 +68,7 @@ pub enum SyncError {
 }
 
 enum Control {
-    Subscribe(ConvoId, bool, oneshot::Sender<Result<(), SessionError>>),
+    Subscribe(ConvoId, bool),
     Unsubscribe(ConvoId),
     Resume(Option<ConvoId>),
     Shutdown,
@@ -128,18 +128,17 @@ impl<S: Store> Sync<S> {
     }
 
     /// Subscribes a conversation (live: stream plus catch-ups), resuming from the store.
-    pub async fn subscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
-        self.subscribe_with(convo.into(), true).await
+    /// Returns at once; if the conversation is already subscribed, an
+    /// [`Update::Refused`] says so.
+    pub fn subscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
+        self.subscribe_with(convo.into(), true)
     }
 
     /// Subscribes a conversation; `live: false` syncs by periodic catch-ups only.
-    pub async fn subscribe_with(&self, convo: ConvoId, live: bool) -> Result<(), SyncError> {
-        let (tx, rx) = oneshot::channel();
+    pub fn subscribe_with(&self, convo: ConvoId, live: bool) -> Result<(), SyncError> {
         self.control
-            .send(Control::Subscribe(convo, live, tx))
-            .map_err(|_| SyncError::Stopped)?;
-        rx.await.map_err(|_| SyncError::Stopped)??;
-        Ok(())
+            .send(Control::Subscribe(convo, live))
+            .map_err(|_| SyncError::Stopped)
     }
 
     /// Stops syncing a conversation.
@@ -206,17 +205,7 @@ impl<S: Store> Owner<S> {
             let step = tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
-                    Some(Control::Subscribe(convo, live, reply)) => {
-                        let result = self.session.subscribe(convo, live);
-                        match result {
-                            Ok(step) => { let _ = reply.send(Ok(())); step }
-                            Err(SessionError::Input(e)) => {
-                                let _ = reply.send(Err(SessionError::Input(e)));
-                                continue;
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
+                    Some(Control::Subscribe(convo, live)) => self.session.subscribe(convo, live)?,
                     Some(Control::Unsubscribe(convo)) => self.session.input(Input::Unsubscribe { convo })?,
                     Some(Control::Resume(convo)) => self.session.input(Input::Resume { convo })?,
                     Some(Control::Shutdown) | None => return Ok(()),
@@ -225,13 +214,7 @@ impl<S: Store> Owner<S> {
                     if let Input::StreamClosed { stream, .. } = &input {
                         self.streams.remove(stream);
                     }
-                    match self.session.input(input) {
-                        Err(SessionError::Input(e)) => {
-                            tracing::warn!(error = %e, "input refused");
-                            continue;
-                        }
-                        other => other?,
-                    }
+                    self.session.input(input)?
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => self.session.timeout()?,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => continue,

@@ -28,7 +28,7 @@ impl Driver for Tokio {
         let (sync, updates) = runtime.block_on(async {
             let (sync, updates) = Sync::spawn(options, setup.store, setup.tokens).unwrap();
             for convo in setup.convos {
-                sync.subscribe(convo).await.unwrap();
+                sync.subscribe(convo).unwrap();
             }
             (sync, updates)
         });
@@ -41,6 +41,10 @@ impl Driver for Tokio {
 }
 
 impl Running for TokioRunning {
+    fn subscribe(&mut self, convo: &str) {
+        self.sync.subscribe(convo).unwrap();
+    }
+
     fn next_update(&mut self, timeout: Duration) -> Option<Update> {
         let updates = &mut self.updates;
         self.runtime

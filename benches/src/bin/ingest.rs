@@ -42,7 +42,7 @@ async fn ingest<S: Store>(base: &str, store: S, convos: usize, messages: u64) ->
         gapless_tokio::Sync::spawn(options, store, FixedToken::new("dev-secret")).unwrap();
     let started = Instant::now();
     for c in 0..convos {
-        sync.subscribe(format!("c{c}")).await.unwrap();
+        sync.subscribe(format!("c{c}")).unwrap();
     }
     let mut n = 0;
     while n < messages {
