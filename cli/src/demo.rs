@@ -223,6 +223,14 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
             ""
         }
     );
+    let missing: Vec<_> = log
+        .iter()
+        .filter(|(c, _, id)| !stored_keys.contains(&(c.clone(), id.clone())))
+        .take(20)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("not in the database (convo, seq, id): {missing:?}");
+    }
     if gapless.lost > 0 || lost_in_db > 0 || gapless.duplicated > 0 || gapless.out_of_order > 0 {
         eprintln!("gapless LOST, DUPLICATED or REORDERED messages: this is a bug");
         return Ok(ExitCode::from(1));

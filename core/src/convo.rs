@@ -551,6 +551,9 @@ impl Convo {
             };
             cx.anomaly(&self.id, anomaly);
         }
+        // Holes may be taken only below this seq (a stalled full page proves nothing about
+        // the seqs at or past its cut).
+        let mut below = None;
         if len >= usize::from(limit) {
             // A full page proves nothing about what it lacks: the server cut it at `limit`
             // in (epoch, seq) order. Page on from our own position (never the server's
@@ -600,14 +603,28 @@ impl Convo {
                 };
                 cx.anomaly(&self.id, anomaly);
             }
-            // Stalled at the largest limit: treat the page's gaps like a short page's,
-            // still confirmed by a second fetch `hole_grace` later.
+            // Stalled at the largest limit: treat the page's gaps below its cut like a short
+            // page's, still confirmed by a second fetch `hole_grace` later. Past the cut
+            // seq the page proves nothing: a gap there (between the page's low-epoch
+            // messages and the stream's) is the next pages' to settle, once the position
+            // has moved up. Only a page with no gap below its cut (a server repeating
+            // itself) has its other gaps taken, lest it be asked for ever.
+            let cut_seq = cut.map(|(_, seq)| seq);
+            let active = self.active.as_ref();
+            let gap_below_cut = cut_seq.zip(active).is_some_and(|(c, a)| {
+                gaps_above(self.cp.seq, &present, &a.buffer)
+                    .first()
+                    .is_some_and(|(from, _)| *from < c)
+            });
+            if gap_below_cut {
+                below = cut_seq;
+            }
         } else {
             self.fetch.stalled = 0;
             self.fetch.limit = cx.config.page_limit;
             self.cp.recheck_from = min_seq(base, dropped);
         }
-        self.settle_holes(cx, issued, &present);
+        self.settle_holes(cx, issued, &present, below);
         if let Some(a) = self.active.as_mut() {
             if a.overflowed
                 && a.hole
@@ -627,7 +644,7 @@ impl Convo {
 
     /// After a page that proves absence: skip the gaps a page issued at least `hole_grace`
     /// after they were first seen still lacks, and remember the others as suspects.
-    fn settle_holes(&mut self, cx: &mut Ctx, issued: Time, present: &[Seq]) {
+    fn settle_holes(&mut self, cx: &mut Ctx, issued: Time, present: &[Seq], below: Option<Seq>) {
         let grace = cx.config.hole_grace;
         let Some(active) = self.active.as_mut() else {
             return;
@@ -652,7 +669,13 @@ impl Convo {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let gaps = gaps_above(self.cp.seq, present, &active.buffer);
+        let mut gaps = gaps_above(self.cp.seq, present, &active.buffer);
+        if let Some(bound) = below {
+            gaps.retain(|(from, _)| *from < bound);
+            for gap in gaps.iter_mut() {
+                gap.1 = gap.1.min(Seq(bound.0 - 1));
+            }
+        }
         active.hole = if gaps.is_empty() {
             None
         } else {

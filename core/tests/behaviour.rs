@@ -298,6 +298,56 @@ fn pages_that_make_no_progress_are_bounded_and_reported() {
 }
 
 #[test]
+fn a_stalled_page_proves_no_hole_past_its_cut() {
+    // Found by the dev server's hostile profile: a full page that stalls (epoch-back
+    // messages at high seqs fill it) was taken as proof that the seqs past its cut, between
+    // its low-epoch messages and the stream's, were holes. Seq 5 (a later epoch, its stream
+    // event lost) is on the server; only seq 2 is a hole.
+    let config = Config {
+        page_limit: 4,
+        max_page_limit: 4,
+        ..Config::default()
+    };
+    let server = |id: &str, seq: u64, epoch: u64| Message::new(id, seq, epoch);
+    let all = vec![
+        server("m1", 1, 1),
+        server("m3", 3, 1),
+        server("m4", 4, 1),
+        server("m5", 5, 3),
+        server("m6", 6, 3),
+        server("m7", 7, 0),
+        server("m8", 8, 0),
+    ];
+    let page = |since: Seq, limit: u16| {
+        let mut p: Vec<Message> = all.iter().filter(|m| m.seq > since).cloned().collect();
+        p.sort_by_key(|m| (m.epoch, m.seq));
+        p.truncate(usize::from(limit));
+        p
+    };
+    let mut h = live(config);
+    h.stream("c", all[0].clone());
+    h.stream("c", all[4].clone()); // 2 (a hole), 3, 4 and 5 never come on the stream
+    for _ in 0..60 {
+        h.advance(MS(700));
+        if let Some(f) = h.take_fetch() {
+            let p = page(f.since_seq, f.limit);
+            h.answer(&f, p);
+        }
+    }
+    assert_eq!(h.delivered_seqs("c"), vec![1, 3, 4, 5, 6, 7, 8], "{}", h.trace());
+    let skipped: Vec<(Seq, Seq)> = h
+        .commands()
+        .iter()
+        .filter_map(|c| match c {
+            Command::Skipped { from, to, .. } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped, vec![(Seq(2), Seq(2))]);
+    h.assert_invariants();
+}
+
+#[test]
 fn page_going_backwards_is_reported_and_ignored() {
     let mut h = live(Config::default());
     for s in 1..=5 {

@@ -152,6 +152,7 @@ impl<S: Store> Session<S> {
             _ => None,
         };
         let now = self.now();
+        tracing::trace!(target: "gapless_adapter::trace", t = now.as_millis(), ?input, "input");
         if let Err(error) = self.machine.handle(now, input) {
             return Ok(self.refused(requested, error));
         }
@@ -173,6 +174,7 @@ impl<S: Store> Session<S> {
     /// The deadline came (or passed).
     pub fn timeout(&mut self) -> Result<Step, SessionError> {
         let now = self.now();
+        tracing::trace!(target: "gapless_adapter::trace", t = now.as_millis(), "timeout");
         self.machine.handle_timeout(now);
         self.drain(None)
     }
@@ -184,6 +186,7 @@ impl<S: Store> Session<S> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         while let Some(command) = self.machine.poll_command() {
+            tracing::trace!(target: "gapless_adapter::trace", ?command, "command");
             match command {
                 Command::OpenStream {
                     convo,
