@@ -53,10 +53,11 @@ pub struct Config {
     /// catch-up is pending the window keeps every id it must check, up to 16 times this.
     pub dedup_window: usize,
     /// Seqs a *catch-up* (stream opened, slow consumer, resume, poll, subscribe) fetches
-    /// again at and below the last delivered one (8; `DESIGN.md`'s minimum is 1). A message
-    /// that shares an already-delivered seq and whose stream event was lost in a cut or a
-    /// crash is found this way; the dedup window recognises the rest. Gap fetches overlap
-    /// by one. At most `dedup_window`.
+    /// again at and below the last delivered one (32, the whole dedup window; `DESIGN.md`'s
+    /// minimum is 1). A message that shares an already-delivered seq and whose stream event
+    /// was lost is found this way, if fewer than this many seqs were delivered after it;
+    /// the dedup window recognises the rest. Gap fetches overlap by one. At most
+    /// `dedup_window`.
     pub catch_up_overlap: u64,
     /// Seed of the jitter RNG: the same seed and inputs give the same commands.
     pub rng_seed: u64,
@@ -80,7 +81,7 @@ impl Default for Config {
             max_page_limit: 100,
             max_stalled_pages: 3,
             dedup_window: 32,
-            catch_up_overlap: 8,
+            catch_up_overlap: 32,
             rng_seed: 0x5EED_6A91_E55D_0C0D,
         }
     }

@@ -309,7 +309,7 @@ fn a_stalled_page_proves_no_hole_past_its_cut() {
         ..Config::default()
     };
     let server = |id: &str, seq: u64, epoch: u64| Message::new(id, seq, epoch);
-    let all = vec![
+    let all = [
         server("m1", 1, 1),
         server("m3", 3, 1),
         server("m4", 4, 1),
@@ -334,7 +334,12 @@ fn a_stalled_page_proves_no_hole_past_its_cut() {
             h.answer(&f, p);
         }
     }
-    assert_eq!(h.delivered_seqs("c"), vec![1, 3, 4, 5, 6, 7, 8], "{}", h.trace());
+    assert_eq!(
+        h.delivered_seqs("c"),
+        vec![1, 3, 4, 5, 6, 7, 8],
+        "{}",
+        h.trace()
+    );
     let skipped: Vec<(Seq, Seq)> = h
         .commands()
         .iter()

@@ -33,6 +33,10 @@ impl Running for BlockingRunning {
         self.sync.subscribe(convo).unwrap();
     }
 
+    fn resume(&mut self) {
+        self.sync.resume(None).unwrap();
+    }
+
     fn next_update(&mut self, timeout: Duration) -> Option<Update> {
         self.updates.recv_timeout(timeout).ok()
     }

@@ -45,6 +45,10 @@ impl Running for TokioRunning {
         self.sync.subscribe(convo).unwrap();
     }
 
+    fn resume(&mut self) {
+        self.sync.resume(None).unwrap();
+    }
+
     fn next_update(&mut self, timeout: Duration) -> Option<Update> {
         let updates = &mut self.updates;
         self.runtime
