@@ -249,5 +249,9 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
 
 fn faults_line(f: &gapless_devserver::FaultCounts) -> String {
     let parts: Vec<String> = f.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    parts.join(", ")
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
