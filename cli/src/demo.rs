@@ -37,9 +37,6 @@ pub struct Args {
     /// How long the stream-only client waits on a gap before giving up (the seed: 5 min).
     #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
     give_up: Duration,
-    /// The safety-net poll (default config: 30 s, 120 s while the stream is healthy).
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
-    poll: Duration,
     /// Longest to wait for gapless to catch up after the traffic ends.
     #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
     settle: Duration,
@@ -73,8 +70,8 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
     let base = server.base_url();
     let secret = server.options().secret.clone();
     println!(
-        "gapless demo: dev server on {base}, profile {:?}, seed {}; {} conversations x {} messages at {}/s; safety-net poll every {}",
-        args.profile, args.seed, args.convos, args.messages, args.rate, humantime::format_duration(args.poll)
+        "gapless demo: dev server on {base}, profile {:?}, seed {}; {} conversations x {} messages at {}/s",
+        args.profile, args.seed, args.convos, args.messages, args.rate
     );
     for c in 0..args.convos {
         server.create_convo(&format!("c{c}"));
@@ -92,11 +89,6 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
     };
     let mut options = gapless_tokio::Options::new(&base);
     options.config.rng_seed = args.seed;
-    // The default machine but for the safety-net poll: a message lost at the very end of
-    // the traffic is revealed by no later message, only by a catch-up, which a healthy
-    // stream gets every 120 s by default; the demo should not wait that long.
-    options.config.poll_interval = args.poll;
-    options.config.healthy_poll_interval = Some(args.poll);
     let (sync, mut updates) = gapless_tokio::Sync::spawn(options, store, tokens)?;
     for c in 0..args.convos {
         sync.subscribe(format!("c{c}"))?;

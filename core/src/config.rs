@@ -32,6 +32,11 @@ pub struct Config {
     /// a stream that silently loses the last message of a quiet conversation shows no gap
     /// and would otherwise never recover it. `None` turns it off.
     pub healthy_poll_interval: Option<Duration>,
+    /// A catch-up this long after the last stream message, once, when the stream has gone
+    /// quiet (15 s, the real server's keepalive period). A message lost at the end of a
+    /// burst is revealed by no later message; this finds it in seconds rather than at the
+    /// next `healthy_poll_interval`. At most one fetch per burst. `None` turns it off.
+    pub quiet_catch_up: Option<Duration>,
     /// Messages buffered per conversation at most (1,024). Beyond it a message is not kept;
     /// the server still has it and it is fetched when its turn comes.
     pub max_buffered: usize,
@@ -82,6 +87,7 @@ impl Default for Config {
             max_stalled_pages: 3,
             dedup_window: 32,
             catch_up_overlap: 32,
+            quiet_catch_up: Some(Duration::from_secs(15)),
             rng_seed: 0x5EED_6A91_E55D_0C0D,
         }
     }

@@ -126,6 +126,8 @@ pub(crate) struct Convo {
     pub(crate) stream: Stream,
     pub(crate) fetch: Fetch,
     last_catchup: Time,
+    /// When the last stream message arrived, until the quiet catch-up after it is done.
+    quiet_since: Option<Time>,
     /// The earliest entry of this conversation in the timer queue that is still valid.
     pub(crate) scheduled: Option<Time>,
     /// Set when the server answered permanently; the machine then removes the conversation.
@@ -187,6 +189,7 @@ impl Convo {
                 stalled: 0,
             },
             last_catchup: now,
+            quiet_since: None,
             scheduled: None,
             doomed: None,
             active,
@@ -813,6 +816,9 @@ impl Convo {
         }
         match event {
             StreamEvent::Message { message, .. } => {
+                if !message.is_ephemeral() {
+                    self.quiet_since = Some(cx.now);
+                }
                 self.offer(cx, message);
             }
             StreamEvent::Keepalive => {}
@@ -914,6 +920,14 @@ impl Convo {
         self.poll_period(config).map(|p| self.last_catchup + p)
     }
 
+    /// When the catch-up after the stream went quiet is due.
+    fn quiet_deadline(&self, config: &Config) -> Option<Time> {
+        config
+            .quiet_catch_up
+            .zip(self.quiet_since)
+            .map(|(d, t)| t + d)
+    }
+
     /// The earliest time something is due for this conversation.
     pub(crate) fn next_deadline(&self, config: &Config) -> Option<Time> {
         [
@@ -921,6 +935,7 @@ impl Convo {
             self.fetch.retry_at,
             self.settle_deadline(config),
             self.poll_deadline(config),
+            self.quiet_deadline(config),
         ]
         .into_iter()
         .flatten()
@@ -948,7 +963,11 @@ impl Convo {
         if due(self.settle_deadline(config)) {
             self.fetch.want = true;
         }
-        if due(self.poll_deadline(config)) {
+        let quiet = due(self.quiet_deadline(config));
+        if quiet {
+            self.quiet_since = None;
+        }
+        if quiet || due(self.poll_deadline(config)) {
             self.last_catchup = now;
             self.catch_up(config);
         }

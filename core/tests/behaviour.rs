@@ -546,6 +546,27 @@ fn healthy_stream_still_catches_up_slowly_so_a_lost_last_message_is_found() {
 }
 
 #[test]
+fn a_message_lost_at_the_end_of_a_burst_is_found_once_the_stream_goes_quiet() {
+    let mut h = live(Config::default());
+    for s in 1..=3 {
+        h.stream("c", m(&format!("m{s}"), s));
+    }
+    // m4, the last of the burst, is lost on the stream: no later message shows the gap.
+    h.advance(Duration::from_secs(14));
+    assert!(h.take_fetch().is_none(), "not before quiet_catch_up (15 s)");
+    h.advance(Duration::from_secs(1));
+    let f = h
+        .take_fetch()
+        .expect("a catch-up once the stream went quiet");
+    h.answer(&f, msgs(&[1, 2, 3, 4]));
+    assert_eq!(h.delivered_seqs("c"), vec![1, 2, 3, 4]);
+    // Once per burst: a quiet stream costs nothing more until the slow healthy poll.
+    keep_alive(&mut h, 6);
+    assert!(h.take_fetch().is_none(), "{}", h.trace());
+    h.assert_invariants();
+}
+
+#[test]
 fn catch_up_only_conversation_is_polled_without_a_stream() {
     let mut h = Harness::new(Config::default());
     h.subscribe(Subscription::catch_up_only("c"));

@@ -241,6 +241,7 @@ fn liveness_bound_is_checked_not_assumed() {
             gap_wait: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(3600),
             healthy_poll_interval: None,
+            quiet_catch_up: None,
             ..Config::default()
         },
         ..SimConfig::default()

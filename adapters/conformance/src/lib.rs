@@ -98,25 +98,22 @@ pub fn dev_tokens(secret: &str) -> Arc<dyn TokenProvider> {
 }
 
 /// The test configuration: the default machine with a shorter backoff cap, so hostile
-/// schedules settle sooner, and the safety-net poll every 5 s (default 30 s, 120 s while the
-/// stream is healthy): a message lost at the very end of the traffic is revealed by no later
-/// message, only by that poll, and the tests should not wait two minutes for it.
+/// schedules settle sooner.
 pub fn config(seed: u64) -> Config {
     Config {
-        poll_interval: Duration::from_secs(5),
-        healthy_poll_interval: Some(Duration::from_secs(5)),
         backoff_cap: Duration::from_secs(4),
         rng_seed: seed,
         ..Config::default()
     }
 }
 
-/// [`config`] with the safety-net polls pushed out to ten minutes, so that only the gap
-/// mechanism can recover a loss within a test.
+/// [`config`] with the safety-net polls pushed out to ten minutes and no catch-up when the
+/// stream goes quiet, so that only the gap mechanism can recover a loss within a test.
 pub fn gap_only_config(seed: u64) -> Config {
     Config {
         poll_interval: Duration::from_secs(600),
         healthy_poll_interval: Some(Duration::from_secs(600)),
+        quiet_catch_up: None,
         ..config(seed)
     }
 }
