@@ -36,7 +36,7 @@
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::catbird::Limits;
 use gapless_adapter::{
-    FetchCall, Io, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update,
+    FetchCall, Io, Request, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update,
 };
 use std::collections::HashMap;
 use std::io::Read;
@@ -66,9 +66,7 @@ pub enum SyncError {
 
 enum Msg {
     Io(Input),
-    Subscribe(ConvoId, bool),
-    Unsubscribe(ConvoId),
-    Resume(Option<ConvoId>),
+    Request(Request),
     Shutdown,
 }
 
@@ -119,22 +117,22 @@ impl<S: Store> Sync<S> {
 
     /// Subscribes a conversation; `live: false` syncs by periodic catch-ups only.
     pub fn subscribe_with(&self, convo: ConvoId, live: bool) -> Result<(), SyncError> {
-        self.tx
-            .send(Msg::Subscribe(convo, live))
-            .map_err(|_| SyncError::Stopped)
+        self.request(Request::Subscribe { convo, live })
     }
 
     /// Stops syncing a conversation.
     pub fn unsubscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
-        self.tx
-            .send(Msg::Unsubscribe(convo.into()))
-            .map_err(|_| SyncError::Stopped)
+        self.request(Request::Unsubscribe(convo.into()))
     }
 
     /// Catch up now (one conversation, or all).
     pub fn resume(&self, convo: Option<ConvoId>) -> Result<(), SyncError> {
+        self.request(Request::Resume(convo))
+    }
+
+    fn request(&self, request: Request) -> Result<(), SyncError> {
         self.tx
-            .send(Msg::Resume(convo))
+            .send(Msg::Request(request))
             .map_err(|_| SyncError::Stopped)
     }
 
@@ -252,9 +250,7 @@ impl<S: Store> Owner<S> {
             let step = match msg {
                 Err(RecvTimeoutError::Timeout) => self.session.timeout()?,
                 Err(RecvTimeoutError::Disconnected) | Ok(Msg::Shutdown) => return Ok(()),
-                Ok(Msg::Subscribe(convo, live)) => self.session.subscribe(convo, live)?,
-                Ok(Msg::Unsubscribe(convo)) => self.session.input(Input::Unsubscribe { convo })?,
-                Ok(Msg::Resume(convo)) => self.session.input(Input::Resume { convo })?,
+                Ok(Msg::Request(request)) => self.session.request(request)?,
                 Ok(Msg::Io(input)) => {
                     if let Input::StreamClosed { stream, .. } = &input {
                         if let Some(t) = self.streams.remove(stream) {

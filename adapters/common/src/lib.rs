@@ -29,7 +29,7 @@ mod update;
 
 pub use io::{FetchCall, Io, StreamCall, StreamReader, Wire};
 pub use options::{Finished, Options};
-pub use session::{Session, SessionError, Step};
+pub use session::{Request, Session, SessionError, Step};
 pub use store::{MemoryStore, Restored, Store, StoreError, Write};
 pub use token::{CommandToken, FixedToken, Token, TokenError, TokenProvider};
 pub use update::Update;

@@ -22,6 +22,23 @@ pub enum SessionError {
     Store(#[from] StoreError),
 }
 
+/// What the application asks of a running driver; a driver passes it to
+/// [`Session::request`] as it comes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Sync a conversation, resuming from the store (`live`: with a stream).
+    Subscribe {
+        /// The conversation.
+        convo: ConvoId,
+        /// Stream plus catch-ups, or catch-ups only.
+        live: bool,
+    },
+    /// Stop syncing a conversation.
+    Unsubscribe(ConvoId),
+    /// Catch up now: one conversation, or all.
+    Resume(Option<ConvoId>),
+}
+
 /// What one input led to: IO for the driver to do, updates for the application (already
 /// stored).
 #[derive(Debug, Default)]
@@ -131,6 +148,15 @@ impl<S: Store> Session<S> {
                 .with_recent(restored.recent);
         }
         self.input(Input::Subscribe(sub))
+    }
+
+    /// Carries out an application's request; a refused one becomes [`Update::Refused`].
+    pub fn request(&mut self, request: Request) -> Result<Step, SessionError> {
+        match request {
+            Request::Subscribe { convo, live } => self.subscribe(convo, live),
+            Request::Unsubscribe(convo) => self.input(Input::Unsubscribe { convo }),
+            Request::Resume(convo) => self.input(Input::Resume { convo }),
+        }
     }
 
     /// Feeds one input (an IO result, an unsubscribe, a resume). An application's request

@@ -42,7 +42,7 @@
 
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::{
-    FetchCall, Io, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update,
+    FetchCall, Io, Request, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,9 +68,7 @@ pub enum SyncError {
 }
 
 enum Control {
-    Subscribe(ConvoId, bool),
-    Unsubscribe(ConvoId),
-    Resume(Option<ConvoId>),
+    Request(Request),
     Shutdown,
 }
 
@@ -136,23 +134,23 @@ impl<S: Store> Sync<S> {
 
     /// Subscribes a conversation; `live: false` syncs by periodic catch-ups only.
     pub fn subscribe_with(&self, convo: ConvoId, live: bool) -> Result<(), SyncError> {
-        self.control
-            .send(Control::Subscribe(convo, live))
-            .map_err(|_| SyncError::Stopped)
+        self.request(Request::Subscribe { convo, live })
     }
 
     /// Stops syncing a conversation.
     pub fn unsubscribe(&self, convo: impl Into<ConvoId>) -> Result<(), SyncError> {
-        self.control
-            .send(Control::Unsubscribe(convo.into()))
-            .map_err(|_| SyncError::Stopped)
+        self.request(Request::Unsubscribe(convo.into()))
     }
 
     /// The app came to the foreground or the network came back: catch up now (one
     /// conversation, or all).
     pub fn resume(&self, convo: Option<ConvoId>) -> Result<(), SyncError> {
+        self.request(Request::Resume(convo))
+    }
+
+    fn request(&self, request: Request) -> Result<(), SyncError> {
         self.control
-            .send(Control::Resume(convo))
+            .send(Control::Request(request))
             .map_err(|_| SyncError::Stopped)
     }
 
@@ -205,9 +203,7 @@ impl<S: Store> Owner<S> {
             let step = tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
-                    Some(Control::Subscribe(convo, live)) => self.session.subscribe(convo, live)?,
-                    Some(Control::Unsubscribe(convo)) => self.session.input(Input::Unsubscribe { convo })?,
-                    Some(Control::Resume(convo)) => self.session.input(Input::Resume { convo })?,
+                    Some(Control::Request(request)) => self.session.request(request)?,
                     Some(Control::Shutdown) | None => return Ok(()),
                 },
                 Some(input) = self.io_rx.recv() => {
