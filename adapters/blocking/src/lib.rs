@@ -333,13 +333,7 @@ impl<S: Store> Owner<S> {
 }
 
 fn token(io: &IoContext, nsid: &'static str) -> Option<String> {
-    match io.tokens.token(nsid) {
-        Ok(t) => Some(t.bearer()),
-        Err(e) => {
-            tracing::warn!(nsid, error = %e, "no token");
-            None
-        }
-    }
+    gapless_adapter::bearer(&*io.tokens, nsid)
 }
 
 fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<String> {
@@ -474,9 +468,8 @@ fn stream(io: &IoContext, agent: &ureq::Agent, call: &StreamCall, send: &dyn Fn(
                 for input in inputs.drain(..) {
                     send(input);
                 }
-                if let Err(e) = fed {
-                    tracing::warn!(convo = %call.convo, error = %e, "undecodable stream; reconnecting");
-                    return send(call.closed(transient));
+                if let Some(closing) = fed {
+                    return send(closing);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

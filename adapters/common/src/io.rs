@@ -104,10 +104,22 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    /// Feeds a chunk; pushes the inputs of every complete event to `out`. An error means the
-    /// stream can no longer be trusted: close it (a transient error; the catch-up after the
-    /// reopen fetches what the bad frame held).
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Input>) -> Result<(), DecodeError> {
+    /// Feeds a chunk; pushes the inputs of every complete event to `out`. On an
+    /// undecodable frame (logged) it returns the input that closes the stream: it can no
+    /// longer be trusted, and the catch-up after the reopen fetches what the frame held.
+    /// The events decoded before the bad frame are in `out` either way.
+    #[must_use = "a closing input must be sent, and the stream dropped"]
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Input>) -> Option<Input> {
+        let e = self.decode(bytes, out).err()?;
+        tracing::warn!(convo = %self.convo, error = %e, "undecodable stream; reconnecting");
+        Some(Input::StreamClosed {
+            convo: self.convo.clone(),
+            stream: self.stream,
+            error: Some(StreamError::Transient),
+        })
+    }
+
+    fn decode(&mut self, bytes: &[u8], out: &mut Vec<Input>) -> Result<(), DecodeError> {
         self.decoder.push(bytes);
         while let Some(frame) = self.decoder.next_frame()? {
             if let Some(event) = event::decode_frame(&frame, &self.limits)? {
@@ -252,7 +264,7 @@ mod tests {
         let mut out = Vec::new();
         let body = b": ka\n\ndata: {\"$type\":\"blue.catbird.mls.streamConvoEvents#infoEvent\",\"cursor\":\"01\",\"info\":\"slow-consumer\"}\n\n";
         for chunk in body.chunks(5) {
-            reader.feed(chunk, &mut out).unwrap();
+            assert!(reader.feed(chunk, &mut out).is_none());
         }
         assert_eq!(out.len(), 2);
         assert!(matches!(
@@ -262,7 +274,13 @@ mod tests {
                 ..
             }
         ));
-        assert!(reader.feed(b"data: {not json}\n\n", &mut out).is_err());
+        assert!(matches!(
+            reader.feed(b"data: {not json}\n\n", &mut out),
+            Some(Input::StreamClosed {
+                error: Some(StreamError::Transient),
+                ..
+            })
+        ));
         assert!(matches!(
             call.refused(400, None, b""),
             Input::StreamClosed {

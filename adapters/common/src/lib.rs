@@ -31,7 +31,7 @@ pub use io::{FetchCall, Io, StreamCall, StreamReader, Wire};
 pub use options::{Finished, Options};
 pub use session::{Request, Session, SessionError, Step};
 pub use store::{MemoryStore, Restored, Store, StoreError, Write};
-pub use token::{CommandToken, FixedToken, Token, TokenError, TokenProvider};
+pub use token::{bearer, CommandToken, FixedToken, Token, TokenError, TokenProvider};
 pub use update::Update;
 
 pub use gapless;

@@ -65,7 +65,6 @@ pub struct Session<S> {
     wire: Wire,
     origin: Instant,
     batch: Vec<Write>,
-    fetches: u64,
     committed: u64,
 }
 
@@ -78,7 +77,6 @@ impl<S: Store> Session<S> {
             wire,
             origin: Instant::now(),
             batch: Vec::new(),
-            fetches: 0,
             committed: 0,
         })
     }
@@ -125,7 +123,7 @@ impl<S: Store> Session<S> {
 
     /// Fetches asked for so far.
     pub fn fetches(&self) -> u64 {
-        self.fetches
+        self.machine.stats().fetches
     }
 
     /// Messages committed to the store so far.
@@ -223,7 +221,6 @@ impl<S: Store> Session<S> {
                     .push(Io::Open(StreamCall::new(convo, stream, cursor.as_ref()))),
                 Command::CloseStream { convo, stream } => step.io.push(Io::Close { convo, stream }),
                 Command::Fetch(request) => {
-                    self.fetches += 1;
                     step.io.push(Io::Fetch(FetchCall::new(request, &self.wire)))
                 }
                 Command::Deliver(delivery) => self.batch.push(Write::Message {

@@ -99,6 +99,18 @@ impl<T: TokenProvider + ?Sized> TokenProvider for Arc<T> {
     }
 }
 
+/// `Bearer <token>` for one call of `nsid`, or `None` (logged) when the provider failed:
+/// the request is then not sent and counts as a transient failure.
+pub fn bearer(tokens: &dyn TokenProvider, nsid: &str) -> Option<String> {
+    match tokens.token(nsid) {
+        Ok(token) => Some(token.bearer()),
+        Err(e) => {
+            tracing::warn!(nsid, error = %e, "no token");
+            None
+        }
+    }
+}
+
 /// The same token for every request (servers that accept a long-lived token).
 #[derive(Clone, Debug)]
 pub struct FixedToken(pub Token);

@@ -262,14 +262,11 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 
 async fn token(io: &IoContext, nsid: &'static str) -> Option<String> {
     let tokens = io.tokens.clone();
-    match tokio::task::spawn_blocking(move || tokens.token(nsid)).await {
-        Ok(Ok(token)) => Some(token.bearer()),
-        Ok(Err(e)) => {
-            tracing::warn!(nsid, error = %e, "no token");
-            None
-        }
-        Err(_) => None,
-    }
+    // A token command may run a process: off the runtime's threads.
+    tokio::task::spawn_blocking(move || gapless_adapter::bearer(&*tokens, nsid))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Reads a body up to `limit` bytes (and one more, so that the decoder sees it is too big).
@@ -373,9 +370,8 @@ async fn stream(io: &IoContext, call: &StreamCall) -> Input {
                         return call.closed(None);
                     }
                 }
-                if let Err(e) = fed {
-                    tracing::warn!(convo = %call.convo, error = %e, "undecodable stream; reconnecting");
-                    return call.closed(transient);
+                if let Some(closing) = fed {
+                    return closing;
                 }
             }
             Ok(None) => return call.closed(None),
