@@ -269,30 +269,34 @@ impl SqliteStore {
         let Some((checkpoint, _)) = self.checkpoint_of(convo.as_str())? else {
             return Ok(None);
         };
+        // The `recent` newest messages and everything from the recheck point up: one range
+        // from the lower of the two seqs (messages sharing the window's lowest seq come
+        // along, which only tells the machine more).
         let floor = checkpoint.recheck_from.map_or(i64::MAX, |s| to_i64(s.0));
-        let mut newest = self.conn.prepare_cached(
-            "SELECT seq, id, epoch FROM messages WHERE convo = ?1 ORDER BY seq DESC LIMIT ?2",
-        )?;
-        let mut above = self
-            .conn
-            .prepare_cached("SELECT seq, id, epoch FROM messages WHERE convo = ?1 AND seq >= ?2")?;
-        let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Known> {
-            Ok(Known::new(
-                Seq(to_u64(r.get(0)?)),
-                r.get::<_, String>(1)?,
-                Epoch(to_u64(r.get(2)?)),
-            ))
+        let window_low: i64 = match recent.checked_sub(1) {
+            None => i64::MAX,
+            Some(offset) => self
+                .conn
+                .prepare_cached(
+                    "SELECT seq FROM messages WHERE convo = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+                )?
+                .query_row(params![convo.as_str(), offset as i64], |r| r.get(0))
+                .optional()?
+                .unwrap_or(i64::MIN),
         };
-        let mut known: Vec<Known> = newest
-            .query_map(params![convo.as_str(), recent as i64], row)?
+        let known: Vec<Known> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, id, epoch FROM messages WHERE convo = ?1 AND seq >= ?2 ORDER BY seq",
+            )?
+            .query_map(params![convo.as_str(), floor.min(window_low)], |r| {
+                Ok(Known::new(
+                    Seq(to_u64(r.get(0)?)),
+                    r.get::<_, String>(1)?,
+                    Epoch(to_u64(r.get(2)?)),
+                ))
+            })?
             .collect::<Result<_, _>>()?;
-        for k in above.query_map(params![convo.as_str(), floor], row)? {
-            let k = k?;
-            if !known.iter().any(|x| x.id == k.id) {
-                known.push(k);
-            }
-        }
-        known.sort_by_key(|k| k.seq);
         Ok(Some(Restored {
             checkpoint,
             recent: known,
@@ -370,18 +374,6 @@ impl SqliteStore {
     #[doc(hidden)]
     pub fn debug_execute(&self, sql: &str) -> Result<(), SqliteError> {
         self.conn.execute_batch(sql).map_err(SqliteError::from)
-    }
-
-    /// Stored messages of one conversation.
-    pub fn count(&self, convo: &str) -> Result<u64, SqliteError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM messages WHERE convo = ?1",
-                params![convo],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(to_u64)
-            .map_err(SqliteError::from)
     }
 }
 
