@@ -55,6 +55,30 @@ pub enum DecodeError {
         /// The limit.
         limit: usize,
     },
+    /// A WebSocket frame larger than the limit.
+    #[error("WebSocket frame of {len} bytes, more than the limit of {limit}")]
+    FrameTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A part of a WebSocket frame that is not the DAG-CBOR expected.
+    #[error("WebSocket frame {part}: {detail}")]
+    Cbor {
+        /// Which part: `header`, `body`, `client frame`.
+        part: &'static str,
+        /// What was expected and what came.
+        detail: String,
+    },
+    /// A WebSocket endpoint or base URL that cannot be connected to.
+    #[error("WebSocket URL {url:?}: {reason}")]
+    Endpoint {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A message whose `convoId` is not the conversation asked for.
     #[error("message of conversation {got}, expected {expected}")]
     WrongConvo {

@@ -14,6 +14,11 @@
 //!   response.
 //! - [`status`]: HTTP answers (XRPC error bodies, bare statuses, `text/plain` rejections,
 //!   `Retry-After`) into [`gapless::Failure`] and [`gapless::StreamError`].
+//! - [`realtime`]: the newest API's WebSocket (`blue.catbird.mlsChat.subscribeEvents`):
+//!   the subscription ticket, the socket URL, refusals before the upgrade, and bounded
+//!   DAG-CBOR frames into [`gapless::StreamEvent`]s routed by conversation.
+//! - [`mlschat`]: the newest API's `getMessages` (always `sinceSeq`, `type=app`) into a
+//!   [`gapless::Page`], and `sendMessage`.
 //!
 //! ```
 //! use gapless_catbird::{event, sse::{Frame, Limits, SseDecoder}};
@@ -35,6 +40,8 @@
 pub mod event;
 pub mod message;
 pub mod messages;
+pub mod mlschat;
+pub mod realtime;
 pub mod sse;
 pub mod status;
 
@@ -49,6 +56,19 @@ pub const GET_MESSAGES: &str = "blue.catbird.mls.getMessages";
 pub const STREAM_CONVO_EVENTS: &str = "blue.catbird.mls.streamConvoEvents";
 /// `sendMessage`.
 pub const SEND_MESSAGE: &str = "blue.catbird.mls.sendMessage";
+
+/// `blue.catbird.mlsChat.getMessages` (the newest API; the `blue.catbird.mls.*` REST
+/// routes answer 404 on current servers).
+pub const MLSCHAT_GET_MESSAGES: &str = "blue.catbird.mlsChat.getMessages";
+/// `blue.catbird.mlsChat.getSubscriptionTicket`: the ticket the WebSocket needs.
+pub const MLSCHAT_SUBSCRIPTION_TICKET: &str = "blue.catbird.mlsChat.getSubscriptionTicket";
+/// `blue.catbird.mlsChat.subscribeEvents`: the WebSocket (ticket in the query, no token).
+pub const MLSCHAT_SUBSCRIBE_EVENTS: &str = "blue.catbird.mlsChat.subscribeEvents";
+/// `blue.catbird.mls.subscribeConvoEvents`: the legacy path of the same WebSocket, which
+/// the real server's tickets name as their `endpoint` by default.
+pub const LEGACY_SUBSCRIBE_CONVO_EVENTS: &str = "blue.catbird.mls.subscribeConvoEvents";
+/// `blue.catbird.mlsChat.sendMessage`.
+pub const MLSCHAT_SEND_MESSAGE: &str = "blue.catbird.mlsChat.sendMessage";
 
 /// The XRPC path of a method: `/xrpc/<nsid>`.
 pub fn xrpc_path(nsid: &str) -> String {
