@@ -987,6 +987,22 @@ fn the_copies_equal_the_shared_recordings() {
 
 // --- never a panic -----------------------------------------------------------------------
 
+#[test]
+fn every_cbor_frame_fuzz_regression_decodes_or_fails_cleanly() {
+    // Inputs the `cbor_frame` fuzz target ever crashed on (`fuzz/regressions/cbor_frame/`).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/cbor_frame");
+    for entry in std::fs::read_dir(&dir).expect("the regressions folder exists") {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = decode_frame(&bytes, &Limits::default());
+        let _ = ClientFrame::decode(&bytes);
+        let _ = Ticket::decode(&bytes);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 

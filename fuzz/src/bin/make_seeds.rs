@@ -9,7 +9,7 @@ use std::path::Path;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let recordings = root.join("../adapters/catbird/tests/recordings");
-    for target in ["machine_ops", "sse_decoder", "wire_json"] {
+    for target in ["machine_ops", "sse_decoder", "wire_json", "cbor_frame"] {
         fs::create_dir_all(root.join("seeds").join(target)).unwrap();
     }
     let mut n = 0;
@@ -46,6 +46,19 @@ fn main() {
             fs::write(root.join("seeds/wire_json").join(&name), body).unwrap();
         }
         n += 1;
+    }
+    // Every recorded WebSocket message of the mlsChat API (control frames are empty).
+    for entry in fs::read_dir(recordings.join("ws")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "bin") {
+            continue;
+        }
+        let bytes = fs::read(&path).unwrap();
+        if !bytes.is_empty() {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            fs::write(root.join("seeds/cbor_frame").join(name), bytes).unwrap();
+            n += 1;
+        }
     }
     for (name, input) in FuzzInput::scenarios() {
         fs::write(root.join("seeds/machine_ops").join(name), input.to_bytes()).unwrap();
