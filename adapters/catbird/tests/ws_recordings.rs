@@ -546,6 +546,58 @@ fn a_ciphertext_sent_as_a_real_byte_string_decodes_too() {
 }
 
 #[test]
+fn bytes_and_links_come_out_as_atproto_json() {
+    use ipld_core::cid::{multihash::Multihash, Cid};
+    use ipld_core::ipld::Ipld;
+    let cid = Cid::new_v1(0x71, Multihash::<64>::wrap(0x12, &[7u8; 32]).unwrap());
+    let body = Ipld::Map(
+        [
+            ("convoId".to_string(), Ipld::String("c9".into())),
+            ("blob".to_string(), Ipld::Bytes(vec![1, 2, 3])),
+            ("ref".to_string(), Ipld::Link(cid)),
+            ("n".to_string(), Ipld::Integer(-5)),
+            ("f".to_string(), Ipld::Float(0.5)),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let mut bytes =
+        serde_ipld_dagcbor::to_vec(&serde_json::json!({"op": 1, "t": "#blobEvent"})).unwrap();
+    bytes.extend(serde_ipld_dagcbor::to_vec(&body).unwrap());
+    let f = decode_frame(&bytes, &Limits::default()).unwrap();
+    let Payload::Event(StreamEvent::Other { body, .. }) = f.payload else {
+        panic!()
+    };
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["blob"], serde_json::json!({"$bytes": "AQID"}));
+    assert_eq!(body["ref"], serde_json::json!({"$link": cid.to_string()}));
+    assert_eq!(
+        (body["n"].as_i64(), body["f"].as_f64()),
+        (Some(-5), Some(0.5))
+    );
+}
+
+#[test]
+fn a_body_of_too_many_values_is_refused_before_it_costs_memory() {
+    let nulls = vec![Value::Null; gapless_catbird::realtime::frame::MAX_VALUES];
+    let bytes = encode_event_frame("#x", &serde_json::json!({ "many": nulls }));
+    let err = decode_frame(&bytes, &Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("more than 4096 values"), "{err}");
+    let fine = vec![Value::Null; 100];
+    assert!(decode_frame(
+        &encode_event_frame("#x", &serde_json::json!({ "many": fine })),
+        &Limits::default()
+    )
+    .is_ok());
+    // A list that claims 2^32 elements and holds none: an error, no allocation.
+    let mut claim = encode_event_frame("#x", &serde_json::json!({}));
+    let at = claim.len() - 1; // the body `a0` (empty map)
+    claim.truncate(at);
+    claim.extend([0xa1, 0x61, b'l', 0x9b, 0, 0, 0, 1, 0, 0, 0, 0]);
+    assert!(decode_frame(&claim, &Limits::default()).is_err());
+}
+
+#[test]
 fn frames_past_the_limits_are_refused_with_typed_errors() {
     let bytes = frame_bytes_of("007");
     let small = Limits {

@@ -9,23 +9,27 @@
 //!
 //! The header's end is found by the DAG-CBOR decoder itself ([`serde_ipld_dagcbor`]
 //! reading one value and reporting where it stopped); the body must then be exactly one
-//! value. The body goes through the IPLD data model into JSON, with byte strings as
-//! `{"$bytes": base64}` and links as `{"$link": cid}` (the atproto JSON conventions), so
-//! that `messageView` decodes with the same code as on the SSE stream and any other event
-//! reaches the application as JSON text.
+//! value. The body is read into JSON as atproto writes the IPLD data model, with byte
+//! strings as `{"$bytes": base64}` and links as `{"$link": cid}`, so that `messageView`
+//! decodes with the same code as on the SSE stream (whether the ciphertext comes as the
+//! server's `{"$bytes"}` map or as a real CBOR byte string) and any other event reaches the
+//! application as JSON text.
 //!
-//! Bounded: a frame above [`Limits::max_event`] is refused before any decoding; the
-//! decoder nests at most 256 levels and never reserves more than the input can hold; the
-//! ciphertext is checked against [`Limits::max_ciphertext`]. No input panics.
+//! Bounded: a frame above [`Limits::max_event`] is refused before any decoding; a body of
+//! more than [`MAX_VALUES`] values is refused; the decoder nests at most 256 levels and
+//! never reserves memory for a declared length; the ciphertext is checked against
+//! [`Limits::max_ciphertext`]. No input panics.
 
 use crate::message::MessageView;
 use crate::{DecodeError, Limits};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use gapless::{ConvoId, Cursor, Seq, StreamEvent};
-use ipld_core::ipld::Ipld;
+use ipld_core::cid::Cid;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
+use std::cell::Cell;
 use std::io;
 
 /// The `$type` namespace of the events on the socket: the server still writes the old
@@ -154,19 +158,21 @@ pub fn decode_frame(bytes: &[u8], limits: &Limits) -> Result<Frame, DecodeError>
 
 /// The body: exactly one DAG-CBOR map, into JSON.
 fn decode_body(body: &[u8]) -> Result<Map<String, Value>, DecodeError> {
-    let ipld: Ipld = serde_ipld_dagcbor::from_slice(body).map_err(|e| DecodeError::Cbor {
+    let bad = |e: String| DecodeError::Cbor {
         part: "body",
         detail: format!("expected one DAG-CBOR map after the header, got: {e}"),
-    })?;
-    match to_json(ipld) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(DecodeError::Cbor {
+    };
+    let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(body);
+    let budget = Cell::new(MAX_VALUES);
+    let value = JsonSeed { budget: &budget }
+        .deserialize(&mut de)
+        .map_err(|e| bad(e.to_string()))?;
+    de.end().map_err(|e| bad(e.to_string()))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(DecodeError::Cbor {
             part: "body",
             detail: format!("expected a map, got {}", kind_of(&other)),
-        }),
-        Err(detail) => Err(DecodeError::Cbor {
-            part: "body",
-            detail,
         }),
     }
 }
@@ -248,40 +254,133 @@ fn convo_of(body: &Map<String, Value>) -> Option<ConvoId> {
         .map(ConvoId::from)
 }
 
-/// The IPLD data model into JSON, as atproto writes it: bytes as `{"$bytes": base64}`,
-/// links as `{"$link": cid}`. Recursion is bounded by the decoder's depth limit (256).
-fn to_json(ipld: Ipld) -> Result<Value, String> {
-    Ok(match ipld {
-        Ipld::Null => Value::Null,
-        Ipld::Bool(b) => Value::Bool(b),
-        Ipld::Integer(i) => {
-            if let Ok(v) = i64::try_from(i) {
-                Value::from(v)
-            } else if let Ok(v) = u64::try_from(i) {
-                Value::from(v)
-            } else {
-                return Err(format!("integer {i} outside the 64-bit range"));
-            }
+/// The most values (maps, lists, scalars) one frame's body may hold. A real event has about
+/// fifteen; the cap keeps a hostile frame of many tiny values from costing tens of times its
+/// size in memory.
+pub const MAX_VALUES: usize = 4096;
+
+/// Reads one DAG-CBOR value straight into JSON, as atproto writes the IPLD data model in
+/// JSON: byte strings as `{"$bytes": base64}`, links (tag 42) as `{"$link": cid}`. Every
+/// value spends one unit of `budget`; lists and maps grow only as elements arrive (a
+/// declared length is never trusted). Nesting is bounded by the decoder (256 levels).
+struct JsonSeed<'b> {
+    budget: &'b Cell<usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for JsonSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        let left = self.budget.get();
+        if left == 0 {
+            return Err(<D::Error as de::Error>::custom(format!(
+                "more than {MAX_VALUES} values in one frame"
+            )));
         }
-        Ipld::Float(f) => Value::Number(
-            Number::from_f64(f).ok_or_else(|| format!("float {f}: DAG-CBOR has no NaN or ∞"))?,
-        ),
-        Ipld::String(s) => Value::String(s),
-        Ipld::Bytes(b) => tagged("$bytes", STANDARD.encode(b)),
-        Ipld::List(items) => Value::Array(
-            items
-                .into_iter()
-                .map(to_json)
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        Ipld::Map(entries) => Value::Object(
-            entries
-                .into_iter()
-                .map(|(k, v)| Ok((k, to_json(v)?)))
-                .collect::<Result<Map<_, _>, String>>()?,
-        ),
-        Ipld::Link(cid) => tagged("$link", cid.to_string()),
-    })
+        self.budget.set(left - 1);
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JsonSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a DAG-CBOR value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        Err(E::custom(format!("integer {v} outside the 64-bit range")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom(format!("float {v}: DAG-CBOR has no NaN or infinity")))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(tagged("$bytes", STANDARD.encode(v)))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    /// The DAG-CBOR decoder hands a link (tag 42) over as a newtype holding the CID's bytes.
+    fn visit_newtype_struct<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Value, D::Error> {
+        let bytes = deserializer.deserialize_bytes(CidBytes)?;
+        let cid = Cid::try_from(bytes.as_slice()).map_err(|e| {
+            <D::Error as de::Error>::custom(format!("a link that is not a CID: {e}"))
+        })?;
+        Ok(tagged("$link", cid.to_string()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(JsonSeed {
+            budget: self.budget,
+        })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(JsonSeed {
+                budget: self.budget,
+            })?;
+            entries.insert(key, value);
+        }
+        Ok(Value::Object(entries))
+    }
+}
+
+struct CidBytes;
+
+impl Visitor<'_> for CidBytes {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a CID's bytes")
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
 }
 
 fn tagged(key: &str, value: String) -> Value {
