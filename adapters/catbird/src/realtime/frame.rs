@@ -42,7 +42,8 @@ pub struct Frame {
     /// The conversation the event belongs to: `message.convoId` for a `messageEvent`, the
     /// event's `convoId` otherwise. One socket carries every conversation of a global
     /// ticket, so events are routed by this. Absent for an `infoEvent` (the server does not
-    /// say which conversation it concerns) and for error frames.
+    /// say which conversation it concerns: give it to every conversation the socket covers)
+    /// and for error frames.
     pub convo: Option<ConvoId>,
     /// The body's top-level `seq`: a counter per connection that starts at 1 on every
     /// connection, counts events the cursor filter dropped, and shows no gap when the
@@ -63,7 +64,9 @@ pub enum Payload {
     Error(ErrorFrame),
 }
 
-/// The body of an error frame.
+/// The body of an error frame. `BackfillFailed` means the server could not read the
+/// cursor (a NUL byte did it); live delivery goes on, and since a cursor replays nothing on
+/// the real server anyway, the next connection may as well go without it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorFrame {
     /// The error's name (`BackfillFailed`, `InternalError`).
