@@ -166,10 +166,7 @@ impl Harness {
         let seqs: Vec<String> = messages.iter().map(|m| m.seq.to_string()).collect();
         self.checker.fetch_answered(&fetch.convo, fetch.id);
         let note = format!("page r{} [{}]", fetch.id.0, seqs.join(", "));
-        let input = Input::FetchPage(Page {
-            request: fetch.id,
-            messages,
-        });
+        let input = Input::FetchPage(Page::new(fetch.id, messages));
         self.input(&note, input);
     }
 

@@ -197,6 +197,47 @@ impl SimServer {
         page.into_iter().map(|s| s.message.clone()).collect()
     }
 
+    /// `gapInfo` as the real server computes it: every seq between the lowest and highest
+    /// served seq that holds no served message.
+    pub fn gap_info(&self, convo: &str) -> crate::Gaps {
+        let Some(log) = self.convos.get(convo) else {
+            return crate::Gaps::Unknown;
+        };
+        let mut seqs: Vec<u64> = log
+            .stored
+            .iter()
+            .filter(|s| Self::served(s))
+            .map(|s| s.message.seq.0)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut missing = Vec::new();
+        for w in seqs.windows(2) {
+            missing.extend((w[0] + 1..w[1]).map(Seq));
+        }
+        if missing.is_empty() {
+            crate::Gaps::Unknown
+        } else {
+            crate::Gaps::Missing(missing)
+        }
+    }
+
+    /// Whether a `sinceSeq` page of at most `limit` could show `message` now: fewer than
+    /// `limit` served messages above its seq's predecessor sort before it.
+    pub fn reachable(&self, convo: &str, message: &Message, limit: u16) -> bool {
+        let Some(log) = self.convos.get(convo) else {
+            return false;
+        };
+        let key = (message.epoch, message.seq);
+        let before = log
+            .stored
+            .iter()
+            .filter(|s| Self::served(s) && s.message.seq >= message.seq)
+            .filter(|s| (s.message.epoch, s.message.seq) < key)
+            .count();
+        before < usize::from(limit)
+    }
+
     /// Commit messages after `cursor` (what the real server replays on resume).
     pub fn replay_after(&self, convo: &str, cursor: &Cursor) -> Vec<(Cursor, Message)> {
         self.convos.get(convo).map_or_else(Vec::new, |log| {

@@ -67,6 +67,8 @@ pub struct SimConfig {
     pub keepalive: Duration,
     /// Record every command line (for snapshots and determinism); otherwise only a digest.
     pub keep_trace: bool,
+    /// The server sends `gapInfo` (the real server did until its `mlsChat` API).
+    pub gap_info: bool,
     /// The machine's configuration.
     pub machine: Config,
 }
@@ -85,6 +87,7 @@ impl Default for SimConfig {
             settle: Duration::from_secs(300),
             keepalive: Duration::from_secs(15),
             keep_trace: false,
+            gap_info: false,
             machine: Config::default(),
         }
     }
@@ -97,6 +100,15 @@ pub struct SimReport {
     pub delivered: usize,
     /// Seq ranges skipped.
     pub skipped: usize,
+    /// Seq ranges declared unreachable.
+    pub unreachable: usize,
+    /// Messages delivered late (`Order::Late`), replays a store drops excluded.
+    pub late: usize,
+    /// `Late` deliveries of ids already stored (what a store drops).
+    pub late_replays: usize,
+    /// Messages the server serves at the end that were never delivered because they lie in
+    /// an unreachable range that no `sinceSeq` page can show (the server's order).
+    pub lost_unreachable: usize,
     /// Fetches made.
     pub fetches: usize,
     /// Streams opened.
@@ -161,6 +173,8 @@ enum Ev {
 struct Stored {
     cp: Checkpoint,
     recent: Vec<Known>,
+    /// Every id stored: the store is the dedup authority for late messages.
+    ids: HashSet<MessageId>,
 }
 
 /// The simulated world around one machine. Use [`Sim::run`].
@@ -404,10 +418,11 @@ impl Sim {
                     self.report.trace.push(line);
                 }
                 let d = self.fetch_delay();
-                let input = Input::FetchPage(Page {
-                    request: req.id,
-                    messages: page,
-                });
+                let mut answer = Page::new(req.id, page);
+                if self.cfg.gap_info {
+                    answer = answer.with_gaps(self.server.gap_info(self.names[convo].as_str()));
+                }
+                let input = Input::FetchPage(answer);
                 self.deliver_later(d, input, Some((convo, req.id)));
             }
             Ev::Connect {
@@ -683,8 +698,16 @@ impl Sim {
             }
             Command::Deliver(d) => {
                 let c = self.index[&d.convo];
+                if d.order == Order::Late {
+                    if self.store[c].ids.contains(&d.message.id) {
+                        self.report.late_replays += 1;
+                        return;
+                    }
+                    self.report.late += 1;
+                }
                 if d.order != Order::Ephemeral {
                     let store = &mut self.store[c];
+                    store.ids.insert(d.message.id.clone());
                     store.cp = d.checkpoint;
                     store
                         .recent
@@ -721,6 +744,13 @@ impl Sim {
                     }
                 }
             }
+            Command::Unreachable {
+                convo, checkpoint, ..
+            } => {
+                let c = self.index[&convo];
+                self.store[c].cp = checkpoint;
+                self.report.unreachable += 1;
+            }
             Command::Clear { convo, reason } => {
                 self.checker.violation(format!(
                     "{convo}: cleared ({reason:?}) though the server never refused"
@@ -735,6 +765,8 @@ impl Sim {
         // Liveness: every message the server serves now was delivered.
         let mut lost = Vec::new();
         let mut served = 0;
+        let limit = self.cfg.machine.max_page_limit;
+        let mut lost_unreachable = 0;
         for (convo, stored) in self.server.served_now() {
             served += 1;
             let name = ConvoId::from(convo);
@@ -742,6 +774,17 @@ impl Sim {
                 .checker
                 .was_delivered(&name, &stored.message.id, stored.message.seq)
             {
+                let seq = stored.message.seq;
+                let declared = self
+                    .checker
+                    .unreachable(&name)
+                    .iter()
+                    .any(|(a, b)| *a <= seq && seq <= *b);
+                if declared && !self.server.reachable(convo, &stored.message, limit) {
+                    // No `sinceSeq` page can show it: the server's order hides it.
+                    lost_unreachable += 1;
+                    continue;
+                }
                 lost.push(format!(
                     "{convo}: seq {} ({}) never delivered",
                     stored.message.seq, stored.message.id
@@ -751,7 +794,14 @@ impl Sim {
         for l in lost {
             self.checker.violation(l);
         }
+        if self.checker.conflicts() > 0 {
+            // The simulated server never gives one id two seqs.
+            let n = self.checker.conflicts();
+            self.checker
+                .violation(format!("{n} ids delivered again at another seq"));
+        }
         self.report.served = served;
+        self.report.lost_unreachable = lost_unreachable;
         self.report.delivered = self.checker.delivered();
         self.report.violations = self.checker.violations();
         self.report
