@@ -202,7 +202,9 @@ impl SyncMachine {
                 // A result for a fetch the machine is not waiting for is ignored.
                 if let Some(key) = self.inflight.remove(&page.request) {
                     let request = page.request;
-                    self.with(key, |c, cx| c.on_page(cx, request, page.messages, page.gaps));
+                    self.with(key, |c, cx| {
+                        c.on_page(cx, request, page.messages, page.gaps)
+                    });
                     self.after(key);
                 }
             }

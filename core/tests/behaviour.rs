@@ -280,10 +280,10 @@ fn pages_that_make_no_progress_are_bounded_and_reported() {
         .any(|a| matches!(a, Anomaly::PageWentBackwards { .. })));
     // Nothing proved 2..=8 empty, nor was any page able to show them: no claim about
     // them is made, and nothing past them is delivered.
-    assert!(!h.commands().iter().any(|c| matches!(
-        c,
-        Command::Skipped { .. } | Command::Unreachable { .. }
-    )));
+    assert!(!h
+        .commands()
+        .iter()
+        .any(|c| matches!(c, Command::Skipped { .. } | Command::Unreachable { .. })));
     assert_eq!(h.delivered_seqs("c"), vec![1]);
     h.assert_invariants();
 }
@@ -327,7 +327,10 @@ fn a_full_page_proves_no_hole_and_what_no_page_can_show_is_unreachable_not_skipp
     }
     assert_eq!(
         h.delivered_seqs("c"),
-        [1, 3, 4, 5, 6].into_iter().chain(7..=13).collect::<Vec<_>>(),
+        [1, 3, 4, 5, 6]
+            .into_iter()
+            .chain(7..=13)
+            .collect::<Vec<_>>(),
         "{}",
         h.trace()
     );

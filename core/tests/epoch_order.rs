@@ -25,7 +25,12 @@ impl Model {
     }
 
     fn page(&self, since: Seq, limit: u16) -> Vec<Message> {
-        let mut p: Vec<Message> = self.rows.iter().filter(|m| m.seq > since).cloned().collect();
+        let mut p: Vec<Message> = self
+            .rows
+            .iter()
+            .filter(|m| m.seq > since)
+            .cloned()
+            .collect();
         p.sort_by_key(|m| (m.epoch, m.seq));
         p.truncate(usize::from(limit.clamp(1, 100)));
         p
@@ -86,7 +91,11 @@ fn claims(h: &Harness) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
 fn assert_no_false_skip(h: &Harness, model: &Model) {
     for (from, to) in claims(h).0 {
         for s in from..=to {
-            assert!(!model.holds(s), "skipped {s}, which the server holds\n{}", h.trace());
+            assert!(
+                !model.holds(s),
+                "skipped {s}, which the server holds\n{}",
+                h.trace()
+            );
         }
     }
 }
@@ -132,8 +141,7 @@ fn one_newer_epoch_message_neither_pins_the_catch_up_nor_gets_what_follows_skipp
     // Reconnect whenever the machine asks.
     for _ in 0..100 {
         run(&mut h, &model, MS(100));
-        if h
-            .commands()
+        if h.commands()
             .iter()
             .rev()
             .take(5)
@@ -149,7 +157,12 @@ fn one_newer_epoch_message_neither_pins_the_catch_up_nor_gets_what_follows_skipp
         h.stream("c", Message::new(format!("m{s}"), s, 1));
     }
     run(&mut h, &model, Duration::from_secs(5));
-    assert_eq!(delivered(&h), (1..=155).collect::<Vec<_>>(), "{}", h.trace());
+    assert_eq!(
+        delivered(&h),
+        (1..=155).collect::<Vec<_>>(),
+        "{}",
+        h.trace()
+    );
     assert_eq!(claims(&h), (vec![], vec![]));
     h.assert_invariants();
 }
@@ -179,10 +192,7 @@ fn seqs_no_page_can_show_are_unreachable_never_skipped_and_delivered_when_they_t
     let (mut h, model) = hidden_newer_epoch(false, false);
     assert_no_false_skip(&h, &model);
     assert_eq!(claims(&h), (vec![], vec![(11, 20)]), "{}", h.trace());
-    assert_eq!(
-        delivered(&h),
-        (1..=10).chain(21..=140).collect::<Vec<_>>()
-    );
+    assert_eq!(delivered(&h), (1..=10).chain(21..=140).collect::<Vec<_>>());
     // One of them turns up after all (here: on a page once the others expired): it is
     // delivered, flagged late.
     let mut model = model;
@@ -290,7 +300,10 @@ fn a_hole_in_a_busy_conversation_costs_one_grace_and_the_tail_is_fetched_at_once
     }
     let took = when_position_reached(&mut h, &model, 40, Duration::from_secs(130));
     assert!(took < Duration::from_secs(6), "{took:?}\n{}", h.trace());
-    assert_eq!(delivered(&h), [1].into_iter().chain(3..=40).collect::<Vec<_>>());
+    assert_eq!(
+        delivered(&h),
+        [1].into_iter().chain(3..=40).collect::<Vec<_>>()
+    );
     assert_no_false_skip(&h, &model);
     h.assert_invariants();
 }
@@ -336,9 +349,18 @@ fn the_smallest_accepted_limits_lose_nothing() {
     h.stream("c", Message::new("m1", 1, 1));
     h.stream("c", Message::new("m6", 6, 1));
     run(&mut h, &model, Duration::from_secs(20));
-    let mut ids: Vec<&str> = h.deliveries().iter().map(|d| d.message.id.as_str()).collect();
+    let mut ids: Vec<&str> = h
+        .deliveries()
+        .iter()
+        .map(|d| d.message.id.as_str())
+        .collect();
     ids.sort_unstable();
-    assert_eq!(ids, ["m1", "m2", "m3", "m3b", "m3c", "m4", "m5", "m6"], "{}", h.trace());
+    assert_eq!(
+        ids,
+        ["m1", "m2", "m3", "m3b", "m3c", "m4", "m5", "m6"],
+        "{}",
+        h.trace()
+    );
     assert_eq!(claims(&h), (vec![], vec![]));
     // A catch-up-only conversation passes seq 1.
     let mut h = Harness::new(config);
@@ -390,7 +412,11 @@ fn a_new_id_below_the_dedup_window_is_delivered_late_for_the_store_to_decide() {
         ..Checkpoint::default()
     };
     let mut h = Harness::new(Config::default());
-    h.subscribe(Subscription::live("c").from_checkpoint(cp).with_recent(recent));
+    h.subscribe(
+        Subscription::live("c")
+            .from_checkpoint(cp)
+            .with_recent(recent),
+    );
     h.open("c");
     h.stream("c", Message::new("new-at-10", 10, 1));
     let d = h.deliveries().last().expect("delivered, not dropped");
@@ -436,7 +462,11 @@ fn an_id_is_delivered_at_most_once_even_at_another_seq() {
     assert!(h.commands().iter().any(|c| matches!(
         c,
         Command::Anomaly {
-            anomaly: Anomaly::IdConflict { seq: Seq(4), delivered_at: Seq(3), .. },
+            anomaly: Anomaly::IdConflict {
+                seq: Seq(4),
+                delivered_at: Seq(3),
+                ..
+            },
             ..
         }
     )));
@@ -450,7 +480,11 @@ fn a_repeated_ephemeral_event_is_delivered_once() {
     h.stream("c", Message::new("typing-1", 0, 1));
     h.stream("c", Message::new("typing-1", 0, 1));
     h.stream("c", Message::new("typing-2", 0, 1));
-    let ids: Vec<&str> = h.deliveries().iter().map(|d| d.message.id.as_str()).collect();
+    let ids: Vec<&str> = h
+        .deliveries()
+        .iter()
+        .map(|d| d.message.id.as_str())
+        .collect();
     assert_eq!(ids, ["typing-1", "typing-2"]);
 }
 
@@ -472,7 +506,9 @@ fn a_companion_whose_event_was_lost_far_behind_the_checkpoint_is_found_by_the_re
     // page confirmed: 110 seqs back, far beyond catch_up_overlap.
     run(&mut h, &model, Duration::from_secs(20));
     assert!(
-        h.deliveries().iter().any(|d| d.message.id.as_str() == "m10b"),
+        h.deliveries()
+            .iter()
+            .any(|d| d.message.id.as_str() == "m10b"),
         "{}",
         h.trace()
     );

@@ -280,7 +280,10 @@ impl Convo {
     /// How far back a recheck reaches at most: the ids it must recognise are kept in the
     /// window up to this many seqs.
     fn recheck_reach(config: &Config) -> u64 {
-        config.dedup_window.saturating_mul(RECHECK_WINDOW_FACTOR).max(1) as u64
+        config
+            .dedup_window
+            .saturating_mul(RECHECK_WINDOW_FACTOR)
+            .max(1) as u64
     }
 
     /// Whether a gap is open (something is buffered or suspected missing above the
@@ -299,11 +302,18 @@ impl Convo {
     /// starts where no page has confirmed what the stream delivered, as far back as the ids
     /// the machine remembers can tell duplicates. A retry asks from just below an
     /// unreachable range with the largest limit.
-    pub(crate) fn start_fetch(&mut self, request: RequestId, config: &Config, now: Time) -> (Seq, u16) {
+    pub(crate) fn start_fetch(
+        &mut self,
+        request: RequestId,
+        config: &Config,
+        now: Time,
+    ) -> (Seq, u16) {
         let reach = Self::recheck_reach(config);
         if let Some(r) = self.cp.recheck_from.as_mut() {
             // Below the dedup window a duplicate cannot be told from a new message.
-            *r = (*r).max(self.floor).max(Seq(self.cp.seq.0.saturating_sub(reach - 1)));
+            *r = (*r)
+                .max(self.floor)
+                .max(Seq(self.cp.seq.0.saturating_sub(reach - 1)));
         }
         if self.cp.recheck_from.is_some_and(|r| r > self.cp.seq) {
             self.cp.recheck_from = None;
@@ -318,10 +328,15 @@ impl Convo {
                 Purpose::Retry { from, to },
             ),
             None => {
-                let recheck = self.cp.recheck_from.filter(|_| self.fetch.recheck && !self.gap_open());
+                let recheck = self
+                    .cp
+                    .recheck_from
+                    .filter(|_| self.fetch.recheck && !self.gap_open());
                 match recheck {
                     Some(r) => (Seq(r.0.saturating_sub(1)), self.fetch.limit, Purpose::Sync),
-                    None if self.fetch.narrow => (self.cp.seq, config.max_page_limit, Purpose::Sync),
+                    None if self.fetch.narrow => {
+                        (self.cp.seq, config.max_page_limit, Purpose::Sync)
+                    }
                     None => (
                         Seq(self.cp.seq.0.saturating_sub(1)),
                         self.fetch.limit,

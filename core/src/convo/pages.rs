@@ -123,7 +123,10 @@ impl Convo {
         let mut now_gaps = self.gaps_seen(&present, full, cut_seq, &gaps);
         let advanced = self.cp.seq > before;
         let recheck_advanced = self.cp.recheck_from != recheck_before
-            && self.cp.recheck_from.is_none_or(|r| recheck_before.is_some_and(|b| r > b));
+            && self
+                .cp
+                .recheck_from
+                .is_none_or(|r| recheck_before.is_some_and(|b| r > b));
         // A full page is the best view of `x` only if nothing below `x` took its places.
         let displaced = present.first().is_some_and(|s| *s < x);
         // ... and only at the largest limit: a larger page reaches further past the cut. So a
@@ -161,19 +164,14 @@ impl Convo {
             }
         }
         if let Some(a) = self.active.as_mut() {
-            if a.overflowed && a.hole.first().is_none_or(|h| h.from > self.cp.seq.next())
-            {
+            if a.overflowed && a.hole.first().is_none_or(|h| h.from > self.cp.seq.next()) {
                 // The next message is on the server but did not fit: fetch it now.
                 self.fetch.want = true;
             } else if a.buffer.is_empty() && a.hole.is_empty() && !a.overflowed {
                 a.gap_since = None;
             }
         }
-        if full
-            && !progressed
-            && !recheck_advanced
-            && !narrowing
-            && !present.iter().any(|s| *s > x)
+        if full && !progressed && !recheck_advanced && !narrowing && !present.iter().any(|s| *s > x)
         {
             // A full page with nothing above the checkpoint (repeats, backwards, ephemeral):
             // the server is confused. Ask again after a backoff, never in a loop.
@@ -271,8 +269,7 @@ impl Convo {
             if issued < e.seen + grace {
                 break;
             }
-            let Some(&(_, n_end, n_absent)) =
-                now_gaps.iter().find(|(a, b, _)| *a <= x && x <= *b)
+            let Some(&(_, n_end, n_absent)) = now_gaps.iter().find(|(a, b, _)| *a <= x && x <= *b)
             else {
                 break;
             };
@@ -307,22 +304,46 @@ impl Convo {
             for e in earlier.iter().filter(|e| e.to >= from && e.from <= to) {
                 let (lo, hi) = (e.from.max(from), e.to.min(to));
                 if at < lo {
-                    hole.push(Sighting { from: at, to: Seq(lo.0 - 1), seen: now, absent });
+                    hole.push(Sighting {
+                        from: at,
+                        to: Seq(lo.0 - 1),
+                        seen: now,
+                        absent,
+                    });
                 }
                 let seen = if absent && !e.absent { now } else { e.seen };
-                hole.push(Sighting { from: lo, to: hi, seen, absent });
+                hole.push(Sighting {
+                    from: lo,
+                    to: hi,
+                    seen,
+                    absent,
+                });
                 at = hi.next();
             }
             if at <= to {
-                hole.push(Sighting { from: at, to, seen: now, absent });
+                hole.push(Sighting {
+                    from: at,
+                    to,
+                    seen: now,
+                    absent,
+                });
             }
         }
         if !best_view {
             // A view that could not settle the checkpoint's gap leaves its sighting standing.
             let x = cp.next();
-            if let Some(e) = earlier.iter().find(|e| e.from <= x && x <= e.to && e.to > cp) {
+            if let Some(e) = earlier
+                .iter()
+                .find(|e| e.from <= x && x <= e.to && e.to > cp)
+            {
                 if !hole.iter().any(|h| h.from <= x && x <= h.to) {
-                    hole.insert(0, Sighting { from: e.from.max(x), ..*e });
+                    hole.insert(
+                        0,
+                        Sighting {
+                            from: e.from.max(x),
+                            ..*e
+                        },
+                    );
                 }
             }
         }
@@ -398,4 +419,3 @@ fn gaps_above(last: Seq, present: &[Seq], buffer: &Buffer) -> SmallVec<[(Seq, Se
     }
     gaps
 }
-

@@ -145,7 +145,10 @@ impl Checker {
                 let c = self.convos.entry(convo.clone()).or_default();
                 let mut errors = Vec::new();
                 if *from != c.pos.next() || to < from {
-                    errors.push(format!("{convo}: unreachable {from}..={to} after {}", c.pos));
+                    errors.push(format!(
+                        "{convo}: unreachable {from}..={to} after {}",
+                        c.pos
+                    ));
                 }
                 c.pos = c.pos.max(*to);
                 c.unreachable.push((*from, *to));

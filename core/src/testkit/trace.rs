@@ -62,7 +62,11 @@ pub fn format_command(command: &Command) -> String {
             to,
             checkpoint,
         } => {
-            let _ = write!(s, "unreachable {convo} {from}..={to} -> cp={}", checkpoint.seq);
+            let _ = write!(
+                s,
+                "unreachable {convo} {from}..={to} -> cp={}",
+                checkpoint.seq
+            );
         }
         Command::Clear { convo, reason } => {
             let _ = write!(s, "clear {convo} {reason:?}");
