@@ -24,7 +24,7 @@ use std::time::Duration;
 /// how far back (in seqs) a recheck reaches at most.
 pub(crate) const RECHECK_WINDOW_FACTOR: usize = 16;
 
-/// Unreachable ranges a conversation keeps retrying at once; older ones stay recorded in
+/// Unreachable (and recently skipped) ranges a conversation keeps retrying at once; older ones stay recorded in
 /// the store (and the application was told) but are no longer asked for.
 const MAX_UNREACHABLE: usize = 8;
 
@@ -142,16 +142,20 @@ struct Sighting {
     absent: bool,
 }
 
-/// A range declared unreachable, asked for again on a slow schedule.
+/// A range declared unreachable (or skipped), asked for again on a slow schedule.
 #[derive(Debug, Clone, Copy)]
 struct Unreached {
     from: Seq,
     to: Seq,
     next_try: Time,
     tries: u32,
-    /// When a short page first lacked the whole range.
-    absent_since: Option<Time>,
+    /// A skipped range, looked at again a few times for a message that committed later
+    /// than `hole_grace`.
+    skipped: bool,
 }
+
+/// How many more looks a skipped range gets.
+const SKIPPED_LOOKS: u32 = 3;
 
 /// The parts of a conversation that only exist once messages have flowed: kept out of line
 /// so that an idle conversation stays small.

@@ -265,6 +265,16 @@ impl Convo {
     /// The server proved `from..=to` empty: move past it.
     pub(super) fn skip(&mut self, cx: &mut Ctx, from: Seq, to: Seq) {
         self.advance_to(cx.config, to);
+        // A message may still commit there later than `hole_grace` (a slow transaction),
+        // and its stream event may be lost: look once more a while later.
+        let next_try = cx.now + cx.config.unreachable_retry / 4;
+        self.track(Unreached {
+            from,
+            to,
+            next_try,
+            tries: 0,
+            skipped: true,
+        });
         cx.commands.push_back(Command::Skipped {
             convo: self.id.clone(),
             from,
@@ -278,17 +288,12 @@ impl Convo {
     pub(super) fn unreachable(&mut self, cx: &mut Ctx, from: Seq, to: Seq) {
         self.advance_to(cx.config, to);
         let next_try = cx.now + cx.config.unreachable_retry;
-        let list = &mut self.active_mut().unreachable;
-        if list.len() >= MAX_UNREACHABLE {
-            // The oldest stays recorded (the application was told); it is no longer asked for.
-            list.remove(0);
-        }
-        list.push(Unreached {
+        self.track(Unreached {
             from,
             to,
             next_try,
             tries: 0,
-            absent_since: None,
+            skipped: false,
         });
         cx.commands.push_back(Command::Unreachable {
             convo: self.id.clone(),
@@ -296,6 +301,16 @@ impl Convo {
             to,
             checkpoint: self.cp.clone(),
         });
+    }
+
+    /// Keeps asking for a range on a slow schedule.
+    fn track(&mut self, range: Unreached) {
+        let list = &mut self.active_mut().unreachable;
+        if list.len() >= MAX_UNREACHABLE {
+            // The oldest stays recorded (the application was told); it is no longer asked for.
+            list.remove(0);
+        }
+        list.push(range);
     }
 
     /// A message turned up at `seq`: an unreachable range holding it was reachable after

@@ -18,7 +18,7 @@
 //! is delivered late. Paging goes on at once after every full page that moved anything,
 //! never waiting for a poll.
 
-use super::{Convo, Ctx, FetchState, Purpose, Sighting, UNREACHABLE_BACKOFF_CAP};
+use super::{Convo, Ctx, FetchState, Purpose, Sighting, SKIPPED_LOOKS, UNREACHABLE_BACKOFF_CAP};
 use crate::buffer::Buffer;
 use crate::{Anomaly, Gaps, Message, RequestId, Seq, Time};
 use smallvec::SmallVec;
@@ -373,7 +373,6 @@ impl Convo {
             .filter(|u| u.next_try <= now)
             .min_by_key(|u| u.next_try)?;
         u.tries = u.tries.saturating_add(1);
-        let _ = u.absent_since;
         Some((u.from, u.to))
     }
 
@@ -390,6 +389,8 @@ impl Convo {
             a.unreachable.retain(|u| u.to < from || u.from > to);
             return;
         }
+        a.unreachable
+            .retain(|u| !(u.skipped && u.tries >= SKIPPED_LOOKS && u.from <= to && from <= u.to));
         for u in a.unreachable.iter_mut() {
             if u.from <= to && from <= u.to {
                 let factor = 1u32

@@ -45,6 +45,8 @@ pub struct SimServer {
     faults: ServerFaults,
     rng: Rng,
     next_cursor: u64,
+    /// Late commits may share a seq (see `SimConfig::realistic`).
+    pub realistic: bool,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +76,7 @@ impl SimServer {
             faults,
             rng: Rng::new(seed ^ 0xA5A5_5A5A),
             next_cursor: 0,
+            realistic: false,
         }
     }
 
@@ -111,11 +114,11 @@ impl SimServer {
             // Decided now so that both messages of the pair are known as sharing from the
             // start; only beside a visible message, since a late commit sharing a seq whose
             // stream event is lost is the one loss paging by seq cannot see (README, "Limits").
-            log.next_shares = shared && !late;
+            log.next_shares = shared && (!late || self.realistic);
             (log.max_seq, log.next_shares)
         };
         // A late commit sharing a seq is the excluded class (see above).
-        let late = late && !shares_seq;
+        let late = late && (!shares_seq || self.realistic);
         if new_epoch && !ephemeral {
             log.epoch += 1;
         }

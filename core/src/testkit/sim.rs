@@ -69,6 +69,11 @@ pub struct SimConfig {
     pub keep_trace: bool,
     /// The server sends `gapInfo` (the real server did until its `mlsChat` API).
     pub gap_info: bool,
+    /// Lift the protections that keep every loss closable by a client: messages sharing a
+    /// seq may lose their stream event too, and late commits may come later than
+    /// `hole_grace`. Losses are then counted by class (`SimReport::lost`) instead of being
+    /// violations.
+    pub realistic: bool,
     /// The machine's configuration.
     pub machine: Config,
 }
@@ -88,6 +93,7 @@ impl Default for SimConfig {
             keepalive: Duration::from_secs(15),
             keep_trace: false,
             gap_info: false,
+            realistic: false,
             machine: Config::default(),
         }
     }
@@ -109,6 +115,11 @@ pub struct SimReport {
     /// Messages the server serves at the end that were never delivered because they lie in
     /// an unreachable range that no `sinceSeq` page can show (the server's order).
     pub lost_unreachable: usize,
+    /// With `realistic`: messages the server serves at the end that were never delivered,
+    /// by class.
+    pub lost: BTreeMap<&'static str, usize>,
+    /// Messages sent (ephemeral included).
+    pub sent: usize,
     /// Fetches made.
     pub fetches: usize,
     /// Streams opened.
@@ -241,7 +252,11 @@ impl Sim {
             next_event: 0,
             machine,
             gen: 0,
-            server: SimServer::new(cfg.seed, cfg.faults.server.clone()),
+            server: {
+                let mut server = SimServer::new(cfg.seed, cfg.faults.server.clone());
+                server.realistic = cfg.realistic;
+                server
+            },
             streams: vec![None; cfg.convos],
             arrivals: vec![VecDeque::new(); cfg.convos],
             barriers: vec![Time::ZERO; cfg.convos],
@@ -481,13 +496,19 @@ impl Sim {
         let (index, expire) = self.server.send(name.as_str(), self.now);
 
         let stored = self.server.stored(name.as_str(), index);
-        if stored.shares_seq {
+        self.report.sent += 1;
+        if stored.shares_seq && !self.cfg.realistic {
             self.companions.insert(stored.message.id.clone());
         }
         if stored.visible.is_none() {
-            // Late commit: visible well within `hole_grace`.
+            // Late commit: visible well within `hole_grace` (realistic: up to 5 times it).
             let grace = self.cfg.machine.hole_grace.as_millis() as u64;
-            let late = 1 + self.rng.up_to((grace / 2).saturating_sub(1));
+            let most = if self.cfg.realistic {
+                grace * 5
+            } else {
+                grace / 2
+            };
+            let late = 1 + self.rng.up_to(most.saturating_sub(1));
             self.schedule(
                 self.now + Duration::from_millis(late),
                 Ev::Visible { convo, index },
@@ -783,6 +804,24 @@ impl Sim {
                 if declared && !self.server.reachable(convo, &stored.message, limit) {
                     // No `sinceSeq` page can show it: the server's order hides it.
                     lost_unreachable += 1;
+                    continue;
+                }
+                if self.cfg.realistic {
+                    let skipped = self
+                        .checker
+                        .skipped(&name)
+                        .iter()
+                        .any(|(a, b)| *a <= seq && seq <= *b);
+                    let class = if declared {
+                        "in an unreachable range, reachable"
+                    } else if skipped {
+                        "committed after its seq was skipped, stream event lost"
+                    } else if stored.shares_seq {
+                        "shares a seq, stream event lost"
+                    } else {
+                        "other"
+                    };
+                    *self.report.lost.entry(class).or_default() += 1;
                     continue;
                 }
                 lost.push(format!(
