@@ -362,7 +362,7 @@ mod tests {
             panic!("{step:?}")
         };
         let stream = call.stream;
-        let mut event = |id: &str, seq: u64| Input::StreamEvent {
+        let event = |id: &str, seq: u64| Input::StreamEvent {
             convo: "c".into(),
             stream,
             event: StreamEvent::Message {
