@@ -175,7 +175,10 @@ impl Harness {
     ) {
         let seqs: Vec<String> = messages.iter().map(|m| m.seq.to_string()).collect();
         self.checker.fetch_answered(&fetch.convo, fetch.id);
-        let note = format!("page r{} [{}] {gaps:?}", fetch.id.0, seqs.join(", "));
+        let mut note = format!("page r{} [{}]", fetch.id.0, seqs.join(", "));
+        if gaps != crate::Gaps::Unknown {
+            note.push_str(&format!(" {gaps:?}"));
+        }
         let input = Input::FetchPage(Page::new(fetch.id, messages).with_gaps(gaps));
         self.input(&note, input);
     }
