@@ -265,16 +265,6 @@ impl Convo {
     /// The server proved `from..=to` empty: move past it.
     pub(super) fn skip(&mut self, cx: &mut Ctx, from: Seq, to: Seq) {
         self.advance_to(cx.config, to);
-        // A message may still commit there later than `hole_grace` (a slow transaction),
-        // and its stream event may be lost: look once more a while later.
-        let next_try = cx.now + cx.config.unreachable_retry / 4;
-        self.track(Unreached {
-            from,
-            to,
-            next_try,
-            tries: 0,
-            skipped: true,
-        });
         cx.commands.push_back(Command::Skipped {
             convo: self.id.clone(),
             from,

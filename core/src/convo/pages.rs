@@ -115,7 +115,8 @@ impl Convo {
             self.fetch.limit = cx.config.max_page_limit;
         }
         if let Purpose::Retry { from, to } = purpose {
-            self.retried(cx, from, to, full);
+            let found = present.iter().any(|s| from <= *s && *s <= to);
+            self.retried(cx, from, to, full, found);
         }
 
         // Forward: what the page says about the gaps above the checkpoint.
@@ -378,8 +379,8 @@ impl Convo {
 
     /// A retry of `from..=to` was answered. A short page showed everything there is there
     /// (delivered late as it came): the range is settled. A full one showed what it could:
-    /// look again later.
-    fn retried(&mut self, cx: &mut Ctx, from: Seq, to: Seq, full: bool) {
+    /// read on at once if it found part of the range, else look again later.
+    fn retried(&mut self, cx: &mut Ctx, from: Seq, to: Seq, full: bool, found: bool) {
         let base = cx.config.unreachable_retry;
         let now = cx.now;
         let Some(a) = self.active.as_mut() else {
@@ -393,6 +394,12 @@ impl Convo {
             .retain(|u| !(u.skipped && u.tries >= SKIPPED_LOOKS && u.from <= to && from <= u.to));
         for u in a.unreachable.iter_mut() {
             if u.from <= to && from <= u.to {
+                if found {
+                    // It showed part of the range: read on for the rest at once.
+                    u.tries = 0;
+                    u.next_try = now + cx.config.gap_wait;
+                    continue;
+                }
                 let factor = 1u32
                     .checked_shl(u.tries.min(16))
                     .unwrap_or(u32::MAX)
