@@ -137,10 +137,7 @@ pub fn machine_with_one_stream() -> (SyncMachine, ConvoId, StreamId) {
     .expect("opened");
     while let Some(c) = m.poll_command() {
         if let Command::Fetch(f) = c {
-            let page = Page {
-                request: f.id,
-                messages: vec![],
-            };
+            let page = Page::new(f.id, vec![]);
             m.handle(Time::ZERO, Input::FetchPage(page)).expect("page");
         }
     }
@@ -223,14 +220,8 @@ fn serve(m: &mut SyncMachine, now: Time, sent: u64, payload: usize) -> usize {
             .take(usize::from(f.limit))
             .map(|seq| message(seq, payload))
             .collect();
-        m.handle(
-            now,
-            Input::FetchPage(Page {
-                request: f.id,
-                messages,
-            }),
-        )
-        .expect("page");
+        m.handle(now, Input::FetchPage(Page::new(f.id, messages)))
+            .expect("page");
     }
 }
 
@@ -357,14 +348,8 @@ pub fn drain_answering(m: &mut SyncMachine, t: Time) {
             return;
         }
         for request in pages.drain(..) {
-            m.handle(
-                t,
-                Input::FetchPage(Page {
-                    request,
-                    messages: vec![],
-                }),
-            )
-            .expect("page");
+            m.handle(t, Input::FetchPage(Page::new(request, vec![])))
+                .expect("page");
         }
     }
 }

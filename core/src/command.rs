@@ -50,6 +50,22 @@ pub enum Command {
         /// The checkpoint once this is stored.
         checkpoint: Checkpoint,
     },
+    /// These seqs could not be reached: every page that could show them was filled, in the
+    /// server's `(epoch, seq)` order, by messages of other seqs, and no answer proved them
+    /// empty. Unlike `Skipped` this says nothing about whether the server holds messages
+    /// there. The checkpoint moves past them so that what follows is delivered; the machine
+    /// keeps asking for them on a slow schedule, and a message that turns up there later is
+    /// delivered with [`Order::Late`].
+    Unreachable {
+        /// The conversation.
+        convo: ConvoId,
+        /// First seq.
+        from: Seq,
+        /// Last seq.
+        to: Seq,
+        /// The checkpoint once this is stored.
+        checkpoint: Checkpoint,
+    },
     /// The conversation can no longer be synced; it was unsubscribed and its buffer
     /// dropped.
     Clear {
@@ -92,6 +108,11 @@ pub enum Order {
     /// At a seq already delivered for another id (the real server can give two messages
     /// one seq). Delivered, never dropped or overwritten.
     SharesSeq,
+    /// At a seq the conversation has already passed (skipped, unreachable, or below the
+    /// ids the machine remembers): it arrived late. The machine cannot rule out that this id
+    /// was delivered before, long ago: the store, which keeps every id, decides (a store
+    /// that already holds the id drops it silently). The checkpoint does not move.
+    Late,
     /// `seq = 0`: delivered at once, never sequenced, not in the checkpoint.
     Ephemeral,
 }

@@ -50,9 +50,6 @@ pub struct Config {
     /// The largest `limit` the machine escalates to when full pages make no progress (100,
     /// the server's maximum).
     pub max_page_limit: u16,
-    /// Full pages in a row that may make no progress before the machine reports it and
-    /// backs off (3).
-    pub max_stalled_pages: u32,
     /// Ids remembered per conversation, beyond those at the last delivered seq, to drop
     /// replays and to recognise a late message at an already-delivered seq (32). While a
     /// catch-up is pending the window keeps every id it must check, up to 16 times this.
@@ -64,9 +61,17 @@ pub struct Config {
     /// the dedup window recognises the rest. Gap fetches overlap by one. At most
     /// `dedup_window`.
     pub catch_up_overlap: u64,
+    /// How long after a range was declared unreachable it is asked for again (60 s); each
+    /// further look waits twice as long, up to 32 times this.
+    pub unreachable_retry: Duration,
     /// Seed of the jitter RNG: the same seed and inputs give the same commands.
     pub rng_seed: u64,
 }
+
+/// The smallest `max_page_limit` accepted: a seq shared by as many messages as the largest
+/// page can never be read whole by `sinceSeq` paging, and the real server was seen giving
+/// one seq to three of eight concurrent sends.
+pub const MIN_MAX_PAGE_LIMIT: u16 = 10;
 
 impl Default for Config {
     fn default() -> Self {
@@ -84,10 +89,10 @@ impl Default for Config {
             max_inflight_fetches: 8,
             page_limit: 50,
             max_page_limit: 100,
-            max_stalled_pages: 3,
             dedup_window: 32,
             catch_up_overlap: 32,
             quiet_catch_up: Some(Duration::from_secs(15)),
+            unreachable_retry: Duration::from_secs(60),
             rng_seed: 0x5EED_6A91_E55D_0C0D,
         }
     }
@@ -100,7 +105,10 @@ impl Config {
         if self.page_limit == 0 || self.page_limit > 100 {
             return Err(E::PageLimit(self.page_limit));
         }
-        if self.max_page_limit < self.page_limit || self.max_page_limit > 100 {
+        if self.max_page_limit < self.page_limit
+            || self.max_page_limit > 100
+            || self.max_page_limit < MIN_MAX_PAGE_LIMIT
+        {
             return Err(E::MaxPageLimit {
                 max: self.max_page_limit,
                 limit: self.page_limit,
@@ -126,6 +134,9 @@ impl Config {
         }
         if self.idle_timeout.is_zero() || self.poll_interval.is_zero() {
             return Err(E::Zero("idle_timeout/poll_interval"));
+        }
+        if self.unreachable_retry.is_zero() {
+            return Err(E::Zero("unreachable_retry"));
         }
         Ok(())
     }

@@ -22,8 +22,12 @@ pub enum ConfigError {
     /// `page_limit` outside the server's 1..=100.
     #[error("page_limit must be 1..=100, got {0}")]
     PageLimit(u16),
-    /// `max_page_limit` below `page_limit` or above 100.
-    #[error("max_page_limit must be page_limit..=100, got {max} with page_limit {limit}")]
+    /// `max_page_limit` below `page_limit`, below 10 or above 100.
+    #[error(
+        "max_page_limit must be at least 10 (a seq shared by as many messages as a page holds \
+         could never be read whole), at least page_limit and at most 100 (the server's \
+         largest page); got {max} with page_limit {limit}"
+    )]
     MaxPageLimit {
         /// The value given.
         max: u16,
@@ -83,24 +87,15 @@ pub enum Anomaly {
         /// The limit asked for.
         limit: u16,
     },
-    /// Full pages kept making no progress, even at the largest limit (the server's
-    /// `(epoch, seq)` order can hide lower seqs of a later epoch behind a full page). The
-    /// gaps inside the page are now treated like holes: skipped only if a second fetch at
-    /// least `hole_grace` later still lacks them.
-    PageStalled {
-        /// The position fetched from.
-        since: Seq,
-        /// Full pages in a row without progress.
-        pages: u32,
-    },
-    /// A message arrived below the dedup window: it cannot be told apart from a replay
-    /// of one already delivered, so it was not delivered. An application that keeps every
-    /// id (the SQLite store does) can look it up.
-    StaleMessage {
-        /// Its seq.
-        seq: Seq,
-        /// Its id.
+    /// A message arrived with an id already delivered at another seq. An id is delivered at
+    /// most once: this one was not delivered again.
+    IdConflict {
+        /// The id.
         id: MessageId,
+        /// The seq it came with now.
+        seq: Seq,
+        /// The seq it was delivered at.
+        delivered_at: Seq,
     },
     /// The server refused the credentials (HTTP 401). The adapter should get a fresh
     /// token; the machine backs off and tries again, and never clears for this.

@@ -1,6 +1,6 @@
 //! Everything the outside world tells the machine.
 
-use crate::{Checkpoint, ConvoId, Cursor, Known, Message, RequestId, StreamId};
+use crate::{Checkpoint, ConvoId, Cursor, Known, Message, RequestId, Seq, StreamId};
 use std::time::Duration;
 
 /// An input, fed with [`SyncMachine::handle`](crate::SyncMachine::handle).
@@ -160,6 +160,54 @@ pub struct Page {
     pub request: RequestId,
     /// The messages, in any order (the server sends `(epoch, seq)` order).
     pub messages: Vec<Message>,
+    /// What the server said about seqs that hold no message (`gapInfo`).
+    pub gaps: Gaps,
+}
+
+impl Page {
+    /// A page with no word on gaps ([`Gaps::Unknown`]).
+    pub fn new(request: RequestId, messages: Vec<Message>) -> Page {
+        Page {
+            request,
+            messages,
+            gaps: Gaps::Unknown,
+        }
+    }
+
+    /// The same page with the server's gap report.
+    pub fn with_gaps(mut self, gaps: Gaps) -> Page {
+        self.gaps = gaps;
+        self
+    }
+}
+
+/// The server's word on which seqs hold no message: the real server (at its SSE-era API)
+/// sends `gapInfo` with every page *when the conversation has gaps*, listing every seq
+/// between its lowest and highest live message that holds none. Newer servers never send
+/// it.
+///
+/// A listed seq is as good as a short page's proof of absence (and is confirmed the same
+/// way, by a second answer `hole_grace` later); a seq that is not listed is not proven
+/// present (it may lie below the conversation's lowest live message), so the machine never
+/// skips on the strength of an omission.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Gaps {
+    /// The answer said nothing about gaps.
+    #[default]
+    Unknown,
+    /// These seqs hold no message (sorted or not; the machine reads only the ones it needs).
+    Missing(Vec<Seq>),
+}
+
+impl Gaps {
+    /// Whether the server listed `seq` as holding no message.
+    pub fn lists(&self, seq: Seq) -> bool {
+        match self {
+            Gaps::Unknown => false,
+            Gaps::Missing(seqs) => seqs.contains(&seq),
+        }
+    }
 }
 
 /// Why a stream ended.

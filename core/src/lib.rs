@@ -40,10 +40,10 @@ pub mod testkit;
 
 pub use checkpoint::{Checkpoint, Known};
 pub use command::{Command, Delivery, FetchRequest, Order};
-pub use config::Config;
+pub use config::{Config, MIN_MAX_PAGE_LIMIT};
 pub use error::{Anomaly, ConfigError, InputError};
 pub use input::{
-    Failure, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,
+    Failure, Gaps, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,
 };
 pub use machine::{Stats, SyncMachine};
 /// The README's examples, compiled and run as doctests so that they stay true.

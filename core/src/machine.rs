@@ -202,7 +202,9 @@ impl SyncMachine {
                 // A result for a fetch the machine is not waiting for is ignored.
                 if let Some(key) = self.inflight.remove(&page.request) {
                     let request = page.request;
-                    self.with(key, |c, cx| c.on_page(cx, request, page.messages));
+                    self.with(key, |c, cx| {
+                        c.on_page(cx, request, page.messages, page.gaps)
+                    });
                     self.after(key);
                 }
             }
@@ -420,13 +422,20 @@ impl SyncMachine {
             };
             let id = RequestId(self.next_request);
             let now = self.now;
-            let Some(convo) = self.convo_mut(key) else {
+            let Some(slot) = self
+                .slots
+                .get_mut(key.slot as usize)
+                .filter(|s| s.gen == key.gen)
+            else {
+                continue;
+            };
+            let Some(convo) = slot.convo.as_mut() else {
                 continue;
             };
             if convo.fetch.state != FetchState::Queued {
                 continue;
             }
-            let (since, limit) = convo.start_fetch(id, now);
+            let (since, limit) = convo.start_fetch(id, &self.config, now);
             let request = FetchRequest {
                 id,
                 convo: convo.id.clone(),

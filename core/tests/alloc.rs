@@ -66,10 +66,7 @@ fn in_order_messages_cost_no_allocation_inside_the_machine() {
     .unwrap();
     while let Some(c) = m.poll_command() {
         if let Command::Fetch(f) = c {
-            let page = Page {
-                request: f.id,
-                messages: vec![],
-            };
+            let page = Page::new(f.id, vec![]);
             m.handle(t, Input::FetchPage(page)).unwrap();
         }
     }

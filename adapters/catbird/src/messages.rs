@@ -3,7 +3,7 @@
 
 use crate::message::MessageView;
 use crate::{xrpc_path, DecodeError, Limits, GET_MESSAGES, STREAM_CONVO_EVENTS};
-use gapless::{ConvoId, Cursor, FetchRequest, Page, RequestId};
+use gapless::{ConvoId, Cursor, FetchRequest, Gaps, Page, RequestId, Seq};
 use serde::{Deserialize, Serialize};
 
 /// How the server pages.
@@ -94,7 +94,7 @@ pub struct GetMessagesResponse {
     /// gapless pages from its own position, never from this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seq: Option<u64>,
-    /// Gap metadata, informational.
+    /// Gap metadata: the seqs it lists hold no message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap_info: Option<GapInfo>,
     /// Older servers: a paging cursor.
@@ -139,6 +139,14 @@ impl GetMessagesResponse {
             }
             messages.push(view.into_message(limits)?);
         }
-        Ok(Page { request, messages })
+        // `gapInfo` lists every seq of the conversation that holds no message; the machine
+        // takes a listed seq as proof of absence (never an omission as proof of presence).
+        let gaps = match self.gap_info {
+            Some(info) if info.has_gaps => {
+                Gaps::Missing(info.missing_seqs.into_iter().map(Seq).collect())
+            }
+            _ => Gaps::Unknown,
+        };
+        Ok(Page::new(request, messages).with_gaps(gaps))
     }
 }

@@ -50,10 +50,7 @@ fn sync_with_limit(limit: u16) -> (Vec<u64>, Vec<(u64, u64)>) {
         while let Some(c) = m.poll_command() {
             match c {
                 Command::Fetch(f) => {
-                    let page = gapless::Page {
-                        request: f.id,
-                        messages: serve(&log, &f),
-                    };
+                    let page = gapless::Page::new(f.id, serve(&log, &f));
                     m.handle(now, Input::FetchPage(page)).unwrap();
                     answered = true;
                 }

@@ -223,9 +223,35 @@ impl<S: Store> Session<S> {
                 Command::Fetch(request) => {
                     step.io.push(Io::Fetch(FetchCall::new(request, &self.wire)))
                 }
-                Command::Deliver(delivery) => self.batch.push(Write::Message {
-                    delivery,
-                    received_at_ms,
+                Command::Deliver(delivery) => {
+                    // The store decides about a late message: one it has is a replay.
+                    let replay = delivery.order == Order::Late
+                        && (self.store.contains(&delivery.convo, &delivery.message.id)?
+                            || self.batch.iter().any(|w| {
+                                matches!(w, Write::Message { delivery: d, .. }
+                                    if d.convo == delivery.convo
+                                        && d.message.id == delivery.message.id)
+                            }));
+                    if replay {
+                        tracing::debug!(convo = %delivery.convo, id = %delivery.message.id,
+                            "late message already stored");
+                    } else {
+                        self.batch.push(Write::Message {
+                            delivery,
+                            received_at_ms,
+                        })
+                    }
+                }
+                Command::Unreachable {
+                    convo,
+                    from,
+                    to,
+                    checkpoint,
+                } => self.batch.push(Write::Unreachable {
+                    convo,
+                    from,
+                    to,
+                    checkpoint,
                 }),
                 Command::Skipped {
                     convo,
@@ -271,6 +297,9 @@ impl<S: Store> Session<S> {
                 Write::Skipped {
                     convo, from, to, ..
                 } => Update::Skipped { convo, from, to },
+                Write::Unreachable {
+                    convo, from, to, ..
+                } => Update::Unreachable { convo, from, to },
                 Write::Cleared { convo, reason } => Update::Cleared { convo, reason },
             });
         }
@@ -294,6 +323,67 @@ mod tests {
                 message: Message::new(format!("m{seq}"), seq, 1),
             },
         }
+    }
+
+    #[test]
+    fn a_late_message_the_store_already_has_is_dropped_and_a_new_one_is_told() {
+        use gapless::{Checkpoint, Known, Seq, Subscription};
+        let mut store = MemoryStore::new();
+        // Stored long ago at seq 5, far below what the machine will remember.
+        let old = gapless::Delivery {
+            convo: "c".into(),
+            message: Message::new("old", 5, 1),
+            order: Order::InOrder,
+            checkpoint: Checkpoint {
+                seq: Seq(5),
+                ..Checkpoint::default()
+            },
+        };
+        store
+            .commit(&[Write::Message {
+                delivery: old,
+                received_at_ms: 0,
+            }])
+            .unwrap();
+        let mut s = Session::new(Config::default(), store, Wire::default()).unwrap();
+        let recent = (69..100)
+            .map(|q| Known::new(Seq(q), format!("m{q}"), gapless::Epoch(1)))
+            .collect();
+        let cp = Checkpoint {
+            seq: Seq(100),
+            ids: ["m100".into()].into_iter().collect(),
+            ..Checkpoint::default()
+        };
+        let sub = Subscription::live("c")
+            .from_checkpoint(cp)
+            .with_recent(recent);
+        let step = s.input(Input::Subscribe(sub)).unwrap();
+        let Some(Io::Open(call)) = step.io.first().cloned() else {
+            panic!("{step:?}")
+        };
+        let stream = call.stream;
+        let event = |id: &str, seq: u64| Input::StreamEvent {
+            convo: "c".into(),
+            stream,
+            event: StreamEvent::Message {
+                cursor: None,
+                message: Message::new(id, seq, 1),
+            },
+        };
+        let step = s.input(event("old", 5)).unwrap();
+        assert!(step.updates.is_empty(), "a replay: {:?}", step.updates);
+        let step = s.input(event("new", 5)).unwrap();
+        assert!(matches!(
+            &step.updates[..],
+            [Update::Message {
+                order: Order::Late,
+                ..
+            }]
+        ));
+        assert_eq!(
+            s.store().messages(&"c".into()),
+            vec![(5, "new".to_string()), (5, "old".to_string())]
+        );
     }
 
     #[test]

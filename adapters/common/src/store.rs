@@ -1,6 +1,6 @@
 //! Where delivered messages and checkpoints go.
 
-use gapless::{Checkpoint, ConvoId, Delivery, Known, Order, Permanent, Seq};
+use gapless::{Checkpoint, ConvoId, Delivery, Known, MessageId, Order, Permanent, Seq};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One thing to store, in the order the machine produced it.
@@ -25,6 +25,18 @@ pub enum Write {
         /// The checkpoint true once this is stored.
         checkpoint: Checkpoint,
     },
+    /// Seqs `from..=to` no page could show (see `Command::Unreachable`): passed, not
+    /// proven empty; a message found there later is stored as usual (`Order::Late`).
+    Unreachable {
+        /// The conversation.
+        convo: ConvoId,
+        /// First seq.
+        from: Seq,
+        /// Last seq.
+        to: Seq,
+        /// The checkpoint true once this is stored.
+        checkpoint: Checkpoint,
+    },
     /// The conversation can no longer be synced.
     Cleared {
         /// The conversation.
@@ -39,7 +51,9 @@ impl Write {
     pub fn convo(&self) -> &ConvoId {
         match self {
             Write::Message { delivery, .. } => &delivery.convo,
-            Write::Skipped { convo, .. } | Write::Cleared { convo, .. } => convo,
+            Write::Skipped { convo, .. }
+            | Write::Unreachable { convo, .. }
+            | Write::Cleared { convo, .. } => convo,
         }
     }
 
@@ -54,7 +68,9 @@ impl Write {
             Write::Message { delivery, .. } if delivery.order != Order::Ephemeral => {
                 Some(&delivery.checkpoint)
             }
-            Write::Skipped { checkpoint, .. } => Some(checkpoint),
+            Write::Skipped { checkpoint, .. } | Write::Unreachable { checkpoint, .. } => {
+                Some(checkpoint)
+            }
             _ => None,
         }
     }
@@ -96,6 +112,11 @@ pub trait Store: Send + 'static {
     /// A conversation's stored state, or `None` if nothing was stored for it. `recent` is
     /// how many of the newest messages to give back at least (the machine's dedup window).
     fn load(&mut self, convo: &ConvoId, recent: usize) -> Result<Option<Restored>, StoreError>;
+
+    /// Whether a message with this id is stored in the conversation. The store is the dedup
+    /// authority: a message the machine delivers `Late` (it can no longer tell whether it
+    /// was delivered, long ago) is dropped when the store already has it.
+    fn contains(&mut self, convo: &ConvoId, id: &MessageId) -> Result<bool, StoreError>;
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -104,6 +125,9 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn load(&mut self, convo: &ConvoId, recent: usize) -> Result<Option<Restored>, StoreError> {
         (**self).load(convo, recent)
+    }
+    fn contains(&mut self, convo: &ConvoId, id: &MessageId) -> Result<bool, StoreError> {
+        (**self).contains(convo, id)
     }
 }
 
@@ -120,6 +144,7 @@ struct MemoryConvo {
     messages: BTreeMap<(Seq, String), u64>,
     ids: HashSet<String>,
     skipped: Vec<(Seq, Seq)>,
+    unreachable: Vec<(Seq, Seq)>,
     cleared: Option<Permanent>,
 }
 
@@ -145,6 +170,14 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
+    /// Unreachable ranges of a conversation.
+    pub fn unreachable(&self, convo: &ConvoId) -> Vec<(Seq, Seq)> {
+        self.convos
+            .get(convo)
+            .map(|c| c.unreachable.clone())
+            .unwrap_or_default()
+    }
+
     /// Why a conversation was cleared, if it was.
     pub fn cleared(&self, convo: &ConvoId) -> Option<Permanent> {
         self.convos.get(convo).and_then(|c| c.cleared)
@@ -166,6 +199,7 @@ impl Store for MemoryStore {
                     }
                 }
                 Write::Skipped { from, to, .. } => convo.skipped.push((*from, *to)),
+                Write::Unreachable { from, to, .. } => convo.unreachable.push((*from, *to)),
                 Write::Cleared { reason, .. } => convo.cleared = Some(*reason),
             }
         }
@@ -189,5 +223,12 @@ impl Store for MemoryStore {
             checkpoint: c.checkpoint.clone(),
             recent,
         }))
+    }
+
+    fn contains(&mut self, convo: &ConvoId, id: &MessageId) -> Result<bool, StoreError> {
+        Ok(self
+            .convos
+            .get(convo)
+            .is_some_and(|c| c.ids.contains(id.as_str())))
     }
 }

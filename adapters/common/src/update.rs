@@ -12,7 +12,9 @@ pub enum Update {
         convo: ConvoId,
         /// The message.
         message: Message,
-        /// In order, sharing the previous message's seq, or ephemeral.
+        /// In order, sharing an already-delivered seq, late (at a seq already passed: a
+        /// skipped or unreachable range turned out to hold it, or it is older than the
+        /// machine remembers and the store did not have it), or ephemeral.
         order: Order,
         /// Whether it came late: not delivered on its own stream event (it was fetched, or
         /// waited in the buffer for a gap to fill).
@@ -20,6 +22,17 @@ pub enum Update {
     },
     /// Seqs the server confirmed it does not have.
     Skipped {
+        /// The conversation.
+        convo: ConvoId,
+        /// First.
+        from: Seq,
+        /// Last.
+        to: Seq,
+    },
+    /// Seqs no page could show: passed so that what follows is delivered, not proven
+    /// empty. gapless keeps asking for them slowly; a message found there later comes as an
+    /// `Update::Message` with `Order::Late`.
+    Unreachable {
         /// The conversation.
         convo: ConvoId,
         /// First.
@@ -64,6 +77,7 @@ impl Update {
         match self {
             Update::Message { convo, .. }
             | Update::Skipped { convo, .. }
+            | Update::Unreachable { convo, .. }
             | Update::Cleared { convo, .. }
             | Update::Event { convo, .. }
             | Update::Refused { convo, .. }

@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS skipped (
     to_seq   INTEGER NOT NULL,
     PRIMARY KEY (convo, from_seq, to_seq)
 ) WITHOUT ROWID;
+-- Seqs no page could show (passed, not proven empty). Messages found there later are in
+-- `messages` like any other: count them by seq range.
+CREATE TABLE IF NOT EXISTS unreachable (
+    convo    TEXT    NOT NULL,
+    from_seq INTEGER NOT NULL,
+    to_seq   INTEGER NOT NULL,
+    PRIMARY KEY (convo, from_seq, to_seq)
+) WITHOUT ROWID;
 ";
 
 /// A conversation cleared before anything was stored: no position yet.
@@ -176,6 +184,9 @@ impl SqliteStore {
             let mut skip = tx.prepare_cached(
                 "INSERT OR IGNORE INTO skipped (convo, from_seq, to_seq) VALUES (?1, ?2, ?3)",
             )?;
+            let mut unreachable = tx.prepare_cached(
+                "INSERT OR IGNORE INTO unreachable (convo, from_seq, to_seq) VALUES (?1, ?2, ?3)",
+            )?;
             let mut clear = tx.prepare_cached(
                 "INSERT INTO checkpoints (convo, checkpoint, cleared) VALUES (?1, ?3, ?2)
                  ON CONFLICT (convo) DO UPDATE SET cleared = excluded.cleared",
@@ -206,6 +217,12 @@ impl SqliteStore {
                         convo, from, to, ..
                     } => {
                         skip.execute(params![convo.as_str(), to_i64(from.0), to_i64(to.0)])?;
+                    }
+                    Write::Unreachable {
+                        convo, from, to, ..
+                    } => {
+                        let row = params![convo.as_str(), to_i64(from.0), to_i64(to.0)];
+                        unreachable.execute(row)?;
                     }
                     Write::Cleared { convo, reason } => {
                         clear.execute(params![
@@ -384,5 +401,17 @@ impl Store for SqliteStore {
 
     fn load(&mut self, convo: &ConvoId, recent: usize) -> Result<Option<Restored>, StoreError> {
         Ok(self.load_convo(convo, recent)?)
+    }
+
+    fn contains(&mut self, convo: &ConvoId, id: &gapless::MessageId) -> Result<bool, StoreError> {
+        let found = self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE convo = ?1 AND id = ?2")
+            .and_then(|mut q| {
+                q.query_row(params![convo.as_str(), id.as_str()], |_| Ok(()))
+                    .optional()
+            })
+            .map_err(SqliteError::from)?;
+        Ok(found.is_some())
     }
 }

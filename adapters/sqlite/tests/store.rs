@@ -156,3 +156,29 @@ fn a_failed_batch_stores_nothing_of_itself() {
     assert_eq!(ids(&store), vec![("c".into(), 1, "a".into())]);
     assert_eq!(store.summaries().unwrap()[0].checkpoint, cp(1, &["a"]));
 }
+
+#[test]
+fn unreachable_ranges_are_stored_and_the_store_answers_whether_it_has_an_id() {
+    let mut store = SqliteStore::open_in_memory().unwrap();
+    let c = ConvoId::from("c");
+    store
+        .commit(&[
+            deliver("c", "a", 1, Order::InOrder, cp(1, &["a"])),
+            Write::Unreachable {
+                convo: c.clone(),
+                from: Seq(2),
+                to: Seq(4),
+                checkpoint: cp(4, &[]),
+            },
+            deliver("c", "e", 5, Order::InOrder, cp(5, &["e"])),
+            // Found later inside the unreachable range.
+            deliver("c", "c3", 3, Order::Late, cp(5, &["e"])),
+        ])
+        .unwrap();
+    assert!(store.contains(&c, &"c3".into()).unwrap());
+    assert!(!store.contains(&c, &"nope".into()).unwrap());
+    assert!(!store.contains(&"other".into(), &"a".into()).unwrap());
+    assert_eq!(store.load(&c, 32).unwrap().unwrap().checkpoint.seq, Seq(5));
+    let seqs: Vec<u64> = ids(&store).into_iter().map(|(_, s, _)| s).collect();
+    assert_eq!(seqs, vec![1, 3, 5]);
+}

@@ -33,6 +33,13 @@ impl Store for PerMessage {
     ) -> Result<Option<Restored>, StoreError> {
         self.0.load(convo, recent)
     }
+    fn contains(
+        &mut self,
+        convo: &gapless::ConvoId,
+        id: &gapless::MessageId,
+    ) -> Result<bool, StoreError> {
+        self.0.contains(convo, id)
+    }
 }
 
 async fn ingest<S: Store>(base: &str, store: S, convos: usize, messages: u64) -> (Duration, u64) {

@@ -1,7 +1,7 @@
 //! The invariants of `DESIGN.md`, checked on every command of a trace.
 
 use crate::{Command, ConvoId, MessageId, Order, RequestId, Seq};
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 
 /// An invariant that did not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,22 +11,26 @@ pub struct Violation(pub String);
 struct PerConvo {
     /// Everything up to here was delivered or skipped.
     pos: Seq,
-    /// By (id, seq): a hostile server may give one id two seqs, which is its anomaly; a
-    /// message delivered twice is always the same (id, seq).
-    delivered: HashSet<(MessageId, Seq)>,
+    /// By id, with the seq it was delivered at: an id is delivered at most once.
+    delivered: HashMap<MessageId, Seq>,
     skipped: Vec<(Seq, Seq)>,
+    unreachable: Vec<(Seq, Seq)>,
     fetch: Option<RequestId>,
 }
 
 /// Checks a stream of commands (across restarts) for the trace invariants:
-/// delivered seqs never decrease except for messages flagged as sharing a seq; every seq
-/// between two delivered ones was delivered or skipped; nothing is delivered twice; every
+/// delivered seqs never decrease except for messages flagged as sharing a seq or late; every
+/// seq between two delivered ones was delivered, skipped or declared unreachable; no id is
+/// delivered twice (a `Late` delivery of a known id is what a store drops: counted, not a
+/// violation); every
 /// checkpoint matches what was delivered; at most one fetch per conversation is in flight.
 #[derive(Debug, Default)]
 pub struct Checker {
     convos: HashMap<ConvoId, PerConvo>,
     violations: Vec<String>,
     delivered: usize,
+    late_replays: usize,
+    conflicts: usize,
 }
 
 impl Checker {
@@ -56,9 +60,24 @@ impl Checker {
                 let c = self.convos.entry(d.convo.clone()).or_default();
                 let seq = d.message.seq;
                 let mut errors = Vec::new();
-                let key = (d.message.id.clone(), seq);
-                if d.order != Order::Ephemeral && !c.delivered.insert(key) {
-                    errors.push(format!("{}: {} delivered twice", d.convo, d.message.id));
+                let known = c.delivered.get(&d.message.id).copied();
+                if d.order == Order::Late && known.is_some() {
+                    // The store keeps every id and drops this replay: not delivered again.
+                    self.late_replays += 1;
+                    return;
+                }
+                if d.order != Order::Ephemeral {
+                    match known {
+                        Some(at) if at == seq => {
+                            errors.push(format!("{}: {} delivered twice", d.convo, d.message.id))
+                        }
+                        // One id at two seqs (a hostile server), the first long forgotten
+                        // by the machine: the store, which keeps every id, drops it.
+                        Some(_) => self.conflicts += 1,
+                        None => {
+                            c.delivered.insert(d.message.id.clone(), seq);
+                        }
+                    }
                 }
                 match d.order {
                     Order::InOrder => {
@@ -70,11 +89,11 @@ impl Checker {
                         }
                         c.pos = c.pos.max(seq);
                     }
-                    Order::SharesSeq => {
+                    Order::SharesSeq | Order::Late => {
                         if seq > c.pos || seq == Seq::ZERO {
                             errors.push(format!(
-                                "{}: seq {seq} flagged shared above {}",
-                                d.convo, c.pos
+                                "{}: seq {seq} flagged {:?} above {}",
+                                d.convo, d.order, c.pos
                             ));
                         }
                     }
@@ -110,6 +129,32 @@ impl Checker {
                 if checkpoint.seq != c.pos {
                     errors.push(format!(
                         "{convo}: checkpoint {} after skip to {to}",
+                        checkpoint.seq
+                    ));
+                }
+                for e in errors {
+                    self.fail(e);
+                }
+            }
+            Command::Unreachable {
+                convo,
+                from,
+                to,
+                checkpoint,
+            } => {
+                let c = self.convos.entry(convo.clone()).or_default();
+                let mut errors = Vec::new();
+                if *from != c.pos.next() || to < from {
+                    errors.push(format!(
+                        "{convo}: unreachable {from}..={to} after {}",
+                        c.pos
+                    ));
+                }
+                c.pos = c.pos.max(*to);
+                c.unreachable.push((*from, *to));
+                if checkpoint.seq != c.pos {
+                    errors.push(format!(
+                        "{convo}: checkpoint {} after unreachable to {to}",
                         checkpoint.seq
                     ));
                 }
@@ -167,7 +212,23 @@ impl Checker {
     pub fn was_delivered(&self, convo: &ConvoId, id: &MessageId, seq: Seq) -> bool {
         self.convos
             .get(convo)
-            .is_some_and(|c| c.delivered.contains(&(id.clone(), seq)))
+            .is_some_and(|c| c.delivered.get(id) == Some(&seq))
+    }
+
+    /// `Late` deliveries of ids already delivered (a store drops them).
+    pub fn late_replays(&self) -> usize {
+        self.late_replays
+    }
+
+    /// Deliveries of an id already delivered at another seq (what a store drops; only a
+    /// server that gives one id two seqs causes them).
+    pub fn conflicts(&self) -> usize {
+        self.conflicts
+    }
+
+    /// The ranges declared unreachable in `convo`.
+    pub fn unreachable(&self, convo: &ConvoId) -> &[(Seq, Seq)] {
+        self.convos.get(convo).map_or(&[], |c| &c.unreachable)
     }
 
     /// Everything up to this seq was delivered or skipped in `convo`.

@@ -163,13 +163,23 @@ impl Harness {
 
     /// Answers a fetch with a page.
     pub fn answer(&mut self, fetch: &FetchRequest, messages: Vec<Message>) {
+        self.answer_with_gaps(fetch, messages, crate::Gaps::Unknown);
+    }
+
+    /// Answers a fetch with a page and the server's `gapInfo`.
+    pub fn answer_with_gaps(
+        &mut self,
+        fetch: &FetchRequest,
+        messages: Vec<Message>,
+        gaps: crate::Gaps,
+    ) {
         let seqs: Vec<String> = messages.iter().map(|m| m.seq.to_string()).collect();
         self.checker.fetch_answered(&fetch.convo, fetch.id);
-        let note = format!("page r{} [{}]", fetch.id.0, seqs.join(", "));
-        let input = Input::FetchPage(Page {
-            request: fetch.id,
-            messages,
-        });
+        let mut note = format!("page r{} [{}]", fetch.id.0, seqs.join(", "));
+        if gaps != crate::Gaps::Unknown {
+            note.push_str(&format!(" {gaps:?}"));
+        }
+        let input = Input::FetchPage(Page::new(fetch.id, messages).with_gaps(gaps));
         self.input(&note, input);
     }
 

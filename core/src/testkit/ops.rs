@@ -101,6 +101,8 @@ pub enum Op {
 struct Stored {
     cp: Checkpoint,
     recent: Vec<Known>,
+    /// Every id stored: a store drops a late message it already holds.
+    ids: hashbrown::HashSet<crate::MessageId>,
 }
 
 /// Applies [`Op`]s to a machine and checks the invariants after every step.
@@ -162,6 +164,9 @@ impl OpRunner {
 
     fn drain(&mut self) {
         while let Some(c) = self.machine.poll_command() {
+            if std::env::var_os("GAPLESS_OPS_TRACE").is_some() {
+                eprintln!("{}", super::format_command(&c));
+            }
             self.checker.command(&c);
             match c {
                 Command::Fetch(f) => self.fetches.push(f),
@@ -172,6 +177,9 @@ impl OpRunner {
                 }
                 Command::Deliver(d) if d.order != Order::Ephemeral => {
                     let s = self.store.entry(d.convo).or_default();
+                    if !s.ids.insert(d.message.id.clone()) && d.order == Order::Late {
+                        continue;
+                    }
                     s.cp = d.checkpoint;
                     s.recent
                         .push(Known::new(d.message.seq, d.message.id, d.message.epoch));
@@ -180,6 +188,9 @@ impl OpRunner {
                     }
                 }
                 Command::Skipped {
+                    convo, checkpoint, ..
+                }
+                | Command::Unreachable {
                     convo, checkpoint, ..
                 } => self.store.entry(convo).or_default().cp = checkpoint,
                 Command::Clear { convo, .. } => {
@@ -319,10 +330,7 @@ impl OpRunner {
                         page.resize(usize::from(limit), last);
                     }
                 }
-                self.input(Input::FetchPage(Page {
-                    request,
-                    messages: page,
-                }));
+                self.input(Input::FetchPage(Page::new(request, page)));
             }
             Op::FetchFailed { pick, kind } => {
                 let Some(f) = self.take_fetch(*pick) else {

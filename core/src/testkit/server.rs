@@ -45,6 +45,8 @@ pub struct SimServer {
     faults: ServerFaults,
     rng: Rng,
     next_cursor: u64,
+    /// Late commits may share a seq (see `SimConfig::realistic`).
+    pub realistic: bool,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +76,7 @@ impl SimServer {
             faults,
             rng: Rng::new(seed ^ 0xA5A5_5A5A),
             next_cursor: 0,
+            realistic: false,
         }
     }
 
@@ -111,11 +114,11 @@ impl SimServer {
             // Decided now so that both messages of the pair are known as sharing from the
             // start; only beside a visible message, since a late commit sharing a seq whose
             // stream event is lost is the one loss paging by seq cannot see (README, "Limits").
-            log.next_shares = shared && !late;
+            log.next_shares = shared && (!late || self.realistic);
             (log.max_seq, log.next_shares)
         };
         // A late commit sharing a seq is the excluded class (see above).
-        let late = late && !shares_seq;
+        let late = late && (!shares_seq || self.realistic);
         if new_epoch && !ephemeral {
             log.epoch += 1;
         }
@@ -195,6 +198,47 @@ impl SimServer {
         page.sort_by_key(|s| (s.message.epoch, s.message.seq));
         page.truncate(usize::from(limit));
         page.into_iter().map(|s| s.message.clone()).collect()
+    }
+
+    /// `gapInfo` as the real server computes it: every seq between the lowest and highest
+    /// served seq that holds no served message.
+    pub fn gap_info(&self, convo: &str) -> crate::Gaps {
+        let Some(log) = self.convos.get(convo) else {
+            return crate::Gaps::Unknown;
+        };
+        let mut seqs: Vec<u64> = log
+            .stored
+            .iter()
+            .filter(|s| Self::served(s))
+            .map(|s| s.message.seq.0)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut missing = Vec::new();
+        for w in seqs.windows(2) {
+            missing.extend((w[0] + 1..w[1]).map(Seq));
+        }
+        if missing.is_empty() {
+            crate::Gaps::Unknown
+        } else {
+            crate::Gaps::Missing(missing)
+        }
+    }
+
+    /// Whether a `sinceSeq` page of at most `limit` could show `message` now: fewer than
+    /// `limit` served messages above its seq's predecessor sort before it.
+    pub fn reachable(&self, convo: &str, message: &Message, limit: u16) -> bool {
+        let Some(log) = self.convos.get(convo) else {
+            return false;
+        };
+        let key = (message.epoch, message.seq);
+        let before = log
+            .stored
+            .iter()
+            .filter(|s| Self::served(s) && s.message.seq >= message.seq)
+            .filter(|s| (s.message.epoch, s.message.seq) < key)
+            .count();
+        before < usize::from(limit)
     }
 
     /// Commit messages after `cursor` (what the real server replays on resume).

@@ -67,6 +67,13 @@ pub struct SimConfig {
     pub keepalive: Duration,
     /// Record every command line (for snapshots and determinism); otherwise only a digest.
     pub keep_trace: bool,
+    /// The server sends `gapInfo` (the real server did until its `mlsChat` API).
+    pub gap_info: bool,
+    /// Lift the protections that keep every loss closable by a client: messages sharing a
+    /// seq may lose their stream event too, and late commits may come later than
+    /// `hole_grace`. Losses are then counted by class (`SimReport::lost`) instead of being
+    /// violations.
+    pub realistic: bool,
     /// The machine's configuration.
     pub machine: Config,
 }
@@ -85,6 +92,8 @@ impl Default for SimConfig {
             settle: Duration::from_secs(300),
             keepalive: Duration::from_secs(15),
             keep_trace: false,
+            gap_info: false,
+            realistic: false,
             machine: Config::default(),
         }
     }
@@ -97,6 +106,20 @@ pub struct SimReport {
     pub delivered: usize,
     /// Seq ranges skipped.
     pub skipped: usize,
+    /// Seq ranges declared unreachable.
+    pub unreachable: usize,
+    /// Messages delivered late (`Order::Late`), replays a store drops excluded.
+    pub late: usize,
+    /// `Late` deliveries of ids already stored (what a store drops).
+    pub late_replays: usize,
+    /// Messages the server serves at the end that were never delivered because they lie in
+    /// an unreachable range that no `sinceSeq` page can show (the server's order).
+    pub lost_unreachable: usize,
+    /// With `realistic`: messages the server serves at the end that were never delivered,
+    /// by class.
+    pub lost: BTreeMap<&'static str, usize>,
+    /// Messages sent (ephemeral included).
+    pub sent: usize,
     /// Fetches made.
     pub fetches: usize,
     /// Streams opened.
@@ -161,6 +184,8 @@ enum Ev {
 struct Stored {
     cp: Checkpoint,
     recent: Vec<Known>,
+    /// Every id stored: the store is the dedup authority for late messages.
+    ids: HashSet<MessageId>,
 }
 
 /// The simulated world around one machine. Use [`Sim::run`].
@@ -227,7 +252,11 @@ impl Sim {
             next_event: 0,
             machine,
             gen: 0,
-            server: SimServer::new(cfg.seed, cfg.faults.server.clone()),
+            server: {
+                let mut server = SimServer::new(cfg.seed, cfg.faults.server.clone());
+                server.realistic = cfg.realistic;
+                server
+            },
             streams: vec![None; cfg.convos],
             arrivals: vec![VecDeque::new(); cfg.convos],
             barriers: vec![Time::ZERO; cfg.convos],
@@ -404,10 +433,11 @@ impl Sim {
                     self.report.trace.push(line);
                 }
                 let d = self.fetch_delay();
-                let input = Input::FetchPage(Page {
-                    request: req.id,
-                    messages: page,
-                });
+                let mut answer = Page::new(req.id, page);
+                if self.cfg.gap_info {
+                    answer = answer.with_gaps(self.server.gap_info(self.names[convo].as_str()));
+                }
+                let input = Input::FetchPage(answer);
                 self.deliver_later(d, input, Some((convo, req.id)));
             }
             Ev::Connect {
@@ -466,13 +496,19 @@ impl Sim {
         let (index, expire) = self.server.send(name.as_str(), self.now);
 
         let stored = self.server.stored(name.as_str(), index);
-        if stored.shares_seq {
+        self.report.sent += 1;
+        if stored.shares_seq && !self.cfg.realistic {
             self.companions.insert(stored.message.id.clone());
         }
         if stored.visible.is_none() {
-            // Late commit: visible well within `hole_grace`.
+            // Late commit: visible well within `hole_grace` (realistic: up to 5 times it).
             let grace = self.cfg.machine.hole_grace.as_millis() as u64;
-            let late = 1 + self.rng.up_to((grace / 2).saturating_sub(1));
+            let most = if self.cfg.realistic {
+                grace * 5
+            } else {
+                grace / 2
+            };
+            let late = 1 + self.rng.up_to(most.saturating_sub(1));
             self.schedule(
                 self.now + Duration::from_millis(late),
                 Ev::Visible { convo, index },
@@ -683,8 +719,16 @@ impl Sim {
             }
             Command::Deliver(d) => {
                 let c = self.index[&d.convo];
+                if d.order == Order::Late {
+                    if self.store[c].ids.contains(&d.message.id) {
+                        self.report.late_replays += 1;
+                        return;
+                    }
+                    self.report.late += 1;
+                }
                 if d.order != Order::Ephemeral {
                     let store = &mut self.store[c];
+                    store.ids.insert(d.message.id.clone());
                     store.cp = d.checkpoint;
                     store
                         .recent
@@ -721,6 +765,13 @@ impl Sim {
                     }
                 }
             }
+            Command::Unreachable {
+                convo, checkpoint, ..
+            } => {
+                let c = self.index[&convo];
+                self.store[c].cp = checkpoint;
+                self.report.unreachable += 1;
+            }
             Command::Clear { convo, reason } => {
                 self.checker.violation(format!(
                     "{convo}: cleared ({reason:?}) though the server never refused"
@@ -735,6 +786,8 @@ impl Sim {
         // Liveness: every message the server serves now was delivered.
         let mut lost = Vec::new();
         let mut served = 0;
+        let limit = self.cfg.machine.max_page_limit;
+        let mut lost_unreachable = 0;
         for (convo, stored) in self.server.served_now() {
             served += 1;
             let name = ConvoId::from(convo);
@@ -742,6 +795,35 @@ impl Sim {
                 .checker
                 .was_delivered(&name, &stored.message.id, stored.message.seq)
             {
+                let seq = stored.message.seq;
+                let declared = self
+                    .checker
+                    .unreachable(&name)
+                    .iter()
+                    .any(|(a, b)| *a <= seq && seq <= *b);
+                if declared && !self.server.reachable(convo, &stored.message, limit) {
+                    // No `sinceSeq` page can show it: the server's order hides it.
+                    lost_unreachable += 1;
+                    continue;
+                }
+                if self.cfg.realistic {
+                    let skipped = self
+                        .checker
+                        .skipped(&name)
+                        .iter()
+                        .any(|(a, b)| *a <= seq && seq <= *b);
+                    let class = if declared {
+                        "in an unreachable range, reachable"
+                    } else if skipped {
+                        "committed after its seq was skipped, stream event lost"
+                    } else if stored.shares_seq {
+                        "shares a seq, stream event lost"
+                    } else {
+                        "other"
+                    };
+                    *self.report.lost.entry(class).or_default() += 1;
+                    continue;
+                }
                 lost.push(format!(
                     "{convo}: seq {} ({}) never delivered",
                     stored.message.seq, stored.message.id
@@ -751,7 +833,14 @@ impl Sim {
         for l in lost {
             self.checker.violation(l);
         }
+        if self.checker.conflicts() > 0 {
+            // The simulated server never gives one id two seqs.
+            let n = self.checker.conflicts();
+            self.checker
+                .violation(format!("{n} ids delivered again at another seq"));
+        }
         self.report.served = served;
+        self.report.lost_unreachable = lost_unreachable;
         self.report.delivered = self.checker.delivered();
         self.report.violations = self.checker.violations();
         self.report

@@ -31,6 +31,7 @@ pub fn format_command(command: &Command) -> String {
             let tag = match d.order {
                 Order::InOrder => "",
                 Order::SharesSeq => " (shares seq)",
+                Order::Late => " (late)",
                 Order::Ephemeral => " (ephemeral)",
             };
             let _ = write!(
@@ -54,6 +55,18 @@ pub fn format_command(command: &Command) -> String {
             checkpoint,
         } => {
             let _ = write!(s, "skipped {convo} {from}..={to} -> cp={}", checkpoint.seq);
+        }
+        Command::Unreachable {
+            convo,
+            from,
+            to,
+            checkpoint,
+        } => {
+            let _ = write!(
+                s,
+                "unreachable {convo} {from}..={to} -> cp={}",
+                checkpoint.seq
+            );
         }
         Command::Clear { convo, reason } => {
             let _ = write!(s, "clear {convo} {reason:?}");

@@ -1,0 +1,651 @@
+//! One conversation's state, its stream's life and its timers. The rules that move it live
+//! beside this file, each in a file named for it:
+//!
+//! - `order.rs`: ordering, dedup by id, delivery, and what arrives late;
+//! - `pages.rs`: what a page of `getMessages` proves, holes, unreachable seqs, paging on.
+//!
+//! The machine (`machine.rs`) owns many conversations and shares the fetch slots, the timer
+//! queue and the command queue among them.
+
+mod order;
+mod pages;
+
+use crate::buffer::Buffer;
+use crate::rng::Rng;
+use crate::{
+    Anomaly, Checkpoint, Command, Config, ConvoId, Known, MessageId, Permanent, RequestId, Seq,
+    StreamError, StreamEvent, StreamId, Subscription, Time, SLOW_CONSUMER,
+};
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How much larger than `dedup_window` the window may grow while a recheck is pending; also
+/// how far back (in seqs) a recheck reaches at most.
+pub(crate) const RECHECK_WINDOW_FACTOR: usize = 16;
+
+/// Unreachable (and recently skipped) ranges a conversation keeps retrying at once; older ones stay recorded in
+/// the store (and the application was told) but are no longer asked for.
+const MAX_UNREACHABLE: usize = 8;
+
+/// Ephemeral ids remembered per conversation, to drop a repeated ephemeral event.
+const EPHEMERAL_WINDOW: usize = 32;
+
+/// The longest wait between two retries of an unreachable range, in multiples of
+/// `unreachable_retry`.
+const UNREACHABLE_BACKOFF_CAP: u32 = 32;
+
+/// What a conversation needs from the machine while it handles an input.
+pub(crate) struct Ctx<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) now: Time,
+    pub(crate) commands: &'a mut VecDeque<Command>,
+    pub(crate) buffered_total: &'a mut usize,
+    pub(crate) rng: &'a mut Rng,
+    pub(crate) next_stream: &'a mut u64,
+}
+
+impl Ctx<'_> {
+    /// Exponential backoff with full jitter: uniform in `0..=min(cap, base·2^(attempt-1))`.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let base = self.config.backoff_base.as_millis() as u64;
+        let cap = self.config.backoff_cap.as_millis() as u64;
+        let shift = attempt.saturating_sub(1).min(40);
+        let ceiling = base.saturating_mul(1u64 << shift).min(cap);
+        Duration::from_millis(self.rng.up_to(ceiling))
+    }
+
+    fn anomaly(&mut self, convo: &ConvoId, anomaly: Anomaly) {
+        self.commands.push_back(Command::Anomaly {
+            convo: convo.clone(),
+            anomaly,
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// Catch-up only: no stream wanted.
+    Off,
+    /// Closed; reopen at `at`.
+    Waiting { at: Time, attempts: u32 },
+    /// `OpenStream` sent, not yet confirmed.
+    Opening {
+        id: StreamId,
+        since: Time,
+        attempts: u32,
+    },
+    Open {
+        id: StreamId,
+        since: Time,
+        last_activity: Time,
+        attempts: u32,
+    },
+}
+
+/// What a fetch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Forward from the checkpoint (a gap, a catch-up, paging on), or a recheck of what the
+    /// stream delivered.
+    Sync,
+    /// Another look at an unreachable range.
+    Retry { from: Seq, to: Seq },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FetchState {
+    Idle,
+    /// Waiting for a fetch slot.
+    Queued,
+    InFlight {
+        request: RequestId,
+        issued: Time,
+        since: Seq,
+        limit: u16,
+        purpose: Purpose,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Fetch {
+    pub(crate) state: FetchState,
+    /// A fetch is needed once the current one (if any) is answered.
+    pub(crate) want: bool,
+    /// After a failure: not before this.
+    pub(crate) retry_at: Option<Time>,
+    failures: u32,
+    limit: u16,
+    /// A full page from one below the checkpoint made no progress (messages at the
+    /// checkpoint's own seq filled it): the next forward fetch starts at the checkpoint,
+    /// with the largest limit.
+    narrow: bool,
+    /// A recheck (catch-up) is asked for: fetch from `cp.recheck_from` until it has passed
+    /// the checkpoint.
+    recheck: bool,
+    /// The recheck position was lowered while the fetch was in flight: its answer, computed
+    /// by the server earlier, does not settle it.
+    recheck_moved: bool,
+    /// An unreachable range is due for another look.
+    retry_due: bool,
+}
+
+/// Seqs a page lacked, first seen at `seen`: settled only by a page issued at least
+/// `hole_grace` later that lacks them too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sighting {
+    from: Seq,
+    to: Seq,
+    seen: Time,
+    /// The sighting proved them empty (a short page, or `gapInfo` listing them); otherwise
+    /// a full page only failed to show them.
+    absent: bool,
+}
+
+/// A range declared unreachable (or skipped), asked for again on a slow schedule.
+#[derive(Debug, Clone, Copy)]
+struct Unreached {
+    from: Seq,
+    to: Seq,
+    next_try: Time,
+    tries: u32,
+    /// A skipped range, looked at again a few times for a message that committed later
+    /// than `hole_grace`.
+    skipped: bool,
+}
+
+/// How many more looks a skipped range gets.
+const SKIPPED_LOOKS: u32 = 3;
+
+/// The parts of a conversation that only exist once messages have flowed: kept out of line
+/// so that an idle conversation stays small.
+#[derive(Debug, Default)]
+struct Active {
+    /// Ids delivered below the checkpoint's seq, oldest first, at most `dedup_window`.
+    recent: VecDeque<Known>,
+    buffer: Buffer,
+    /// When the current gap opened (the buffer went from empty to not empty).
+    gap_since: Option<Time>,
+    /// Seqs above the checkpoint that pages lacked, lowest first.
+    hole: SmallVec<[Sighting; 2]>,
+    /// A message was not kept for lack of room: catch up once the buffer drains.
+    overflowed: bool,
+    /// The last ephemeral ids delivered.
+    ephemeral: VecDeque<MessageId>,
+    /// The last ids delivered late below the window (and where), so that a server
+    /// repeating one at another seq is caught here as well as by the store.
+    late: VecDeque<(MessageId, Seq)>,
+    /// Ranges declared unreachable that are still asked for.
+    unreachable: SmallVec<[Unreached; 1]>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Convo {
+    pub(crate) id: ConvoId,
+    pub(crate) cp: Checkpoint,
+    /// Every id delivered at a seq at or above this is known (in `cp.ids` or `recent`).
+    floor: Seq,
+    pub(crate) stream: Stream,
+    pub(crate) fetch: Fetch,
+    last_catchup: Time,
+    /// When the last stream message arrived (or the stream opened), until the quiet
+    /// catch-up after it is done.
+    quiet_since: Option<Time>,
+    /// The earliest entry of this conversation in the timer queue that is still valid.
+    pub(crate) scheduled: Option<Time>,
+    /// Set when the server answered permanently; the machine then removes the conversation.
+    pub(crate) doomed: Option<Permanent>,
+    active: Option<Box<Active>>,
+}
+
+impl Convo {
+    pub(crate) fn new(sub: Subscription, config: &Config, now: Time) -> Convo {
+        let Subscription {
+            convo,
+            checkpoint,
+            mut recent,
+            live,
+        } = sub;
+        let mut floor = checkpoint.seq;
+        let mut active = None;
+        recent.retain(|k| k.seq < checkpoint.seq && k.seq > Seq::ZERO);
+        if !recent.is_empty() && config.dedup_window > 0 {
+            recent.sort_by_key(|k| k.seq);
+            let mut cut = recent.len().saturating_sub(config.dedup_window);
+            if let Some(r) = checkpoint.recheck_from {
+                let cap = config.dedup_window.saturating_mul(RECHECK_WINDOW_FACTOR);
+                let needed = recent.partition_point(|k| k.seq < r);
+                cut = cut.min(needed).max(recent.len().saturating_sub(cap));
+            }
+            floor = match cut.checked_sub(1).map(|i| recent[i].seq) {
+                // Ids at the cut seq may be split across the cut: start above it.
+                Some(dropped) => dropped.next(),
+                None => recent[0].seq,
+            };
+            let kept: VecDeque<_> = recent.drain(cut..).filter(|k| k.seq >= floor).collect();
+            active = Some(Box::new(Active {
+                recent: kept,
+                ..Active::default()
+            }));
+        }
+        let mut convo = Convo {
+            id: convo,
+            cp: checkpoint,
+            floor,
+            stream: if live {
+                Stream::Waiting {
+                    at: now,
+                    attempts: 0,
+                }
+            } else {
+                Stream::Off
+            },
+            fetch: Fetch {
+                state: FetchState::Idle,
+                // A live conversation catches up when its stream opens.
+                want: false,
+                retry_at: None,
+                failures: 0,
+                limit: config.page_limit,
+                narrow: false,
+                recheck: false,
+                recheck_moved: false,
+                retry_due: false,
+            },
+            last_catchup: now,
+            quiet_since: None,
+            scheduled: None,
+            doomed: None,
+            active,
+        };
+        if !live {
+            convo.catch_up(config);
+        }
+        convo
+    }
+
+    /// Asks for a catch-up: fetch again what no page has confirmed since the stream
+    /// delivered it (`cp.recheck_from`), and at least the last `catch_up_overlap` seqs, then
+    /// page forward until a short page.
+    fn catch_up(&mut self, config: &Config) {
+        let overlap = Seq(self.cp.seq.0.saturating_sub(config.catch_up_overlap - 1));
+        self.lower_recheck(overlap);
+        self.fetch.recheck = true;
+        self.fetch.want = true;
+    }
+
+    /// Seqs from `from` up are not confirmed by a page.
+    fn lower_recheck(&mut self, from: Seq) {
+        let from = from.max(Seq(1));
+        self.cp.recheck_from = Some(self.cp.recheck_from.map_or(from, |s| s.min(from)));
+        self.fetch.recheck_moved |= matches!(self.fetch.state, FetchState::InFlight { .. });
+    }
+
+    /// How far back a recheck reaches at most: the ids it must recognise are kept in the
+    /// window up to this many seqs.
+    fn recheck_reach(config: &Config) -> u64 {
+        config
+            .dedup_window
+            .saturating_mul(RECHECK_WINDOW_FACTOR)
+            .max(1) as u64
+    }
+
+    /// Whether a gap is open (something is buffered or suspected missing above the
+    /// checkpoint): then a fetch fills it first, from the checkpoint.
+    fn gap_open(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| !a.buffer.is_empty() || !a.hole.is_empty() || a.overflowed)
+    }
+
+    /// Starts the fetch the machine gave a slot: returns `(since, limit)`.
+    ///
+    /// A forward fetch overlaps the checkpoint by one seq, so that a message that committed
+    /// late at that seq is found (the checkpoint's ids recognise the one already delivered),
+    /// unless a page from there was filled by that seq's own messages (`narrow`). A recheck
+    /// starts where no page has confirmed what the stream delivered, as far back as the ids
+    /// the machine remembers can tell duplicates. A retry asks from just below an
+    /// unreachable range with the largest limit.
+    pub(crate) fn start_fetch(
+        &mut self,
+        request: RequestId,
+        config: &Config,
+        now: Time,
+    ) -> (Seq, u16) {
+        let reach = Self::recheck_reach(config);
+        if let Some(r) = self.cp.recheck_from.as_mut() {
+            // Below the dedup window a duplicate cannot be told from a new message.
+            *r = (*r)
+                .max(self.floor)
+                .max(Seq(self.cp.seq.0.saturating_sub(reach - 1)));
+        }
+        if self.cp.recheck_from.is_some_and(|r| r > self.cp.seq) {
+            self.cp.recheck_from = None;
+        }
+        let retry = std::mem::take(&mut self.fetch.retry_due)
+            .then(|| self.due_unreachable(now))
+            .flatten();
+        let (since, limit, purpose) = match retry {
+            Some((from, to)) => (
+                Seq(from.0.saturating_sub(1)),
+                config.max_page_limit,
+                Purpose::Retry { from, to },
+            ),
+            None => {
+                let recheck = self
+                    .cp
+                    .recheck_from
+                    .filter(|_| self.fetch.recheck && !self.gap_open());
+                match recheck {
+                    Some(r) => (Seq(r.0.saturating_sub(1)), self.fetch.limit, Purpose::Sync),
+                    None if self.fetch.narrow => {
+                        (self.cp.seq, config.max_page_limit, Purpose::Sync)
+                    }
+                    None => (
+                        Seq(self.cp.seq.0.saturating_sub(1)),
+                        self.fetch.limit,
+                        Purpose::Sync,
+                    ),
+                }
+            }
+        };
+        self.fetch.state = FetchState::InFlight {
+            request,
+            issued: now,
+            since,
+            limit,
+            purpose,
+        };
+        self.fetch.want = false;
+        self.fetch.recheck_moved = false;
+        (since, limit)
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.active.as_ref().map_or(0, |a| a.buffer.len())
+    }
+
+    fn active_mut(&mut self) -> &mut Active {
+        self.active.get_or_insert_with(Default::default)
+    }
+
+    /// Drops the buffer; returns how many messages it held.
+    pub(crate) fn drop_buffer(&mut self) -> usize {
+        self.active.as_mut().map_or(0, |a| a.buffer.clear())
+    }
+
+    pub(crate) fn on_fetch_failed(&mut self, cx: &mut Ctx, failure: crate::Failure) {
+        use crate::Failure as F;
+        if let FetchState::InFlight {
+            purpose: Purpose::Retry { .. },
+            ..
+        } = self.fetch.state
+        {
+            // The range is asked for again on its own slow schedule.
+            self.fetch.retry_due = false;
+        }
+        self.fetch.state = FetchState::Idle;
+        let floor = match failure {
+            F::Permanent(reason) => {
+                self.doomed = Some(reason);
+                return;
+            }
+            F::RateLimited { retry_after } => retry_after.unwrap_or_default(),
+            F::Unauthorized => {
+                cx.anomaly(&self.id, Anomaly::Unauthorized);
+                Duration::ZERO
+            }
+            F::Transient => Duration::ZERO,
+        };
+        self.fetch.failures = self.fetch.failures.saturating_add(1);
+        let delay = cx.backoff(self.fetch.failures).max(floor);
+        self.fetch.retry_at = Some(cx.now + delay);
+        self.fetch.want = true;
+    }
+
+    /// Catch up now (`Resume`): skip any backoff, reopen a closed stream now.
+    pub(crate) fn resume(&mut self, cx: &mut Ctx) {
+        self.catch_up(cx.config);
+        self.fetch.retry_at = None;
+        if let Stream::Waiting { attempts, .. } = self.stream {
+            self.open_stream(cx, attempts);
+        }
+    }
+
+    // ---- the stream ---------------------------------------------------------------
+
+    pub(crate) fn open_stream(&mut self, cx: &mut Ctx, attempts: u32) {
+        let id = StreamId(*cx.next_stream);
+        *cx.next_stream += 1;
+        self.stream = Stream::Opening {
+            id,
+            since: cx.now,
+            attempts,
+        };
+        cx.commands.push_back(Command::OpenStream {
+            convo: self.id.clone(),
+            stream: id,
+            cursor: self.cp.cursor.clone(),
+        });
+    }
+
+    fn current_stream(&self) -> Option<StreamId> {
+        match self.stream {
+            Stream::Opening { id, .. } | Stream::Open { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn stream_opened(&mut self, cx: &mut Ctx, stream: StreamId) {
+        if let Stream::Opening { id, attempts, .. } = self.stream {
+            if id == stream {
+                self.stream = Stream::Open {
+                    id,
+                    since: cx.now,
+                    last_activity: cx.now,
+                    attempts,
+                };
+                // The server does not replay app messages on (re)connect.
+                self.catch_up(cx.config);
+                // And a resumed stream may filter live events for a while (a cursor the
+                // server takes as from the future, recording 77): look again once it has
+                // been quiet, as after a burst.
+                self.quiet_since = Some(cx.now);
+            }
+        }
+    }
+
+    pub(crate) fn stream_event(&mut self, cx: &mut Ctx, stream: StreamId, event: StreamEvent) {
+        if self.current_stream() != Some(stream) {
+            return;
+        }
+        if matches!(self.stream, Stream::Opening { .. }) {
+            self.stream_opened(cx, stream);
+        }
+        if let Stream::Open { last_activity, .. } = &mut self.stream {
+            *last_activity = cx.now;
+        }
+        if let Some(cursor) = event.cursor() {
+            self.cp.cursor = Some(cursor.clone());
+        }
+        match event {
+            StreamEvent::Message { message, .. } => {
+                if !message.is_ephemeral() {
+                    self.quiet_since = Some(cx.now);
+                }
+                self.offer_streamed(cx, message);
+            }
+            StreamEvent::Keepalive => {}
+            event => {
+                if matches!(&event, StreamEvent::Info { info, .. } if info == SLOW_CONSUMER) {
+                    // The server dropped events for us.
+                    self.catch_up(cx.config);
+                }
+                cx.commands.push_back(Command::Event {
+                    convo: self.id.clone(),
+                    event,
+                });
+            }
+        }
+    }
+
+    pub(crate) fn stream_closed(
+        &mut self,
+        cx: &mut Ctx,
+        stream: StreamId,
+        error: Option<StreamError>,
+    ) {
+        if self.current_stream() != Some(stream) {
+            return;
+        }
+        match error {
+            Some(StreamError::Permanent(reason)) => {
+                self.stream = Stream::Off;
+                self.doomed = Some(reason);
+                return;
+            }
+            Some(StreamError::InvalidCursor) => self.cp.cursor = None,
+            Some(StreamError::Unauthorized) => cx.anomaly(&self.id, Anomaly::Unauthorized),
+            Some(StreamError::Transient) | None => {}
+        }
+        self.wait_to_reopen(cx);
+    }
+
+    /// Closed: reopen after a backoff, reset only if the connection stayed healthy.
+    fn wait_to_reopen(&mut self, cx: &mut Ctx) {
+        // Events in flight died with the connection: whatever fetch comes next (the
+        // catch-up on reopen, a gap fetch, a poll) rechecks from here, even if the
+        // checkpoint moves on meanwhile.
+        let here = Seq(self.cp.seq.0.saturating_sub(cx.config.catch_up_overlap - 1));
+        self.lower_recheck(here);
+        let attempts = match self.stream {
+            Stream::Open { since, .. } if cx.now.since(since) >= cx.config.healthy_after => 0,
+            Stream::Open { attempts, .. }
+            | Stream::Opening { attempts, .. }
+            | Stream::Waiting { attempts, .. } => attempts,
+            Stream::Off => return,
+        }
+        .saturating_add(1);
+        let at = cx.now + cx.backoff(attempts);
+        self.stream = Stream::Waiting { at, attempts };
+    }
+
+    // ---- timers -------------------------------------------------------------------
+
+    /// The period of the safety-net catch-up in the current state.
+    fn poll_period(&self, config: &Config) -> Option<Duration> {
+        match self.stream {
+            Stream::Open { .. } => config.healthy_poll_interval,
+            _ => Some(config.poll_interval),
+        }
+    }
+
+    fn fetch_settled(&self) -> bool {
+        self.fetch.state == FetchState::Idle && !self.fetch.want && self.fetch.retry_at.is_none()
+    }
+
+    /// When the stream needs attention: reopen after backoff, or give up on a connection
+    /// that is silent (or never confirmed) for `idle_timeout`.
+    fn stream_deadline(&self, config: &Config) -> Option<Time> {
+        match self.stream {
+            Stream::Off => None,
+            Stream::Waiting { at, .. } => Some(at),
+            Stream::Opening { since, .. } => Some(since + config.idle_timeout),
+            Stream::Open { last_activity, .. } => Some(last_activity + config.idle_timeout),
+        }
+    }
+
+    /// When an open gap (after `gap_wait`) or a suspected hole (after `hole_grace`) needs a
+    /// fetch; only while no fetch is pending.
+    fn settle_deadline(&self, config: &Config) -> Option<Time> {
+        if !self.fetch_settled() {
+            return None;
+        }
+        let a = self.active.as_ref()?;
+        match (a.hole.iter().map(|h| h.seen).min(), a.gap_since) {
+            (Some(seen), _) => Some(seen + config.hole_grace),
+            (None, Some(since)) => Some(since + config.gap_wait),
+            (None, None) => None,
+        }
+    }
+
+    /// When the safety-net catch-up is due.
+    fn poll_deadline(&self, config: &Config) -> Option<Time> {
+        self.poll_period(config).map(|p| self.last_catchup + p)
+    }
+
+    /// When the catch-up after the stream went quiet is due.
+    fn quiet_deadline(&self, config: &Config) -> Option<Time> {
+        config
+            .quiet_catch_up
+            .zip(self.quiet_since)
+            .map(|(d, t)| t + d)
+    }
+
+    /// When an unreachable range is due for another look; only while no fetch is pending.
+    fn unreachable_deadline(&self) -> Option<Time> {
+        if !self.fetch_settled() {
+            return None;
+        }
+        let a = self.active.as_ref()?;
+        a.unreachable.iter().map(|u| u.next_try).min()
+    }
+
+    /// The earliest time something is due for this conversation.
+    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Time> {
+        [
+            self.stream_deadline(config),
+            self.fetch.retry_at,
+            self.settle_deadline(config),
+            self.poll_deadline(config),
+            self.quiet_deadline(config),
+            self.unreachable_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Does what is due at `cx.now` (what `next_deadline` announced).
+    pub(crate) fn on_timer(&mut self, cx: &mut Ctx) {
+        let now = cx.now;
+        let config = cx.config;
+        let due = |t: Option<Time>| t.is_some_and(|t| t <= now);
+        if due(self.stream_deadline(config)) {
+            match self.stream {
+                Stream::Waiting { attempts, .. } => self.open_stream(cx, attempts),
+                Stream::Opening { id, .. } | Stream::Open { id, .. } => {
+                    self.close_silent_stream(cx, id)
+                }
+                Stream::Off => {}
+            }
+        }
+        if due(self.fetch.retry_at) {
+            self.fetch.retry_at = None;
+            self.fetch.want = true;
+        }
+        if due(self.settle_deadline(config)) {
+            self.fetch.want = true;
+        }
+        if due(self.unreachable_deadline()) {
+            self.fetch.want = true;
+            self.fetch.retry_due = true;
+        }
+        let quiet = due(self.quiet_deadline(config));
+        if quiet {
+            self.quiet_since = None;
+        }
+        if quiet || due(self.poll_deadline(config)) {
+            self.last_catchup = now;
+            self.catch_up(config);
+        }
+    }
+
+    fn close_silent_stream(&mut self, cx: &mut Ctx, stream: StreamId) {
+        cx.commands.push_back(Command::CloseStream {
+            convo: self.id.clone(),
+            stream,
+        });
+        self.wait_to_reopen(cx);
+    }
+}

@@ -1,0 +1,335 @@
+//! Ordering: what is delivered when, dedup by id, and what arrives late.
+//!
+//! A message at the next seq is delivered at once; one ahead of it is buffered; one at a
+//! seq already passed is delivered flagged — `SharesSeq` when the machine knows every id
+//! delivered there (a second message at one seq), `Late` when it cannot (the seq was
+//! skipped or declared unreachable, or lies below the ids it remembers: the store, which
+//! keeps every id, decides). An id is delivered at most once: one that comes back at another
+//! seq is reported, not delivered again.
+
+use super::{Convo, Ctx, Unreached, EPHEMERAL_WINDOW, MAX_UNREACHABLE, RECHECK_WINDOW_FACTOR};
+use crate::buffer::Insert;
+use crate::{Anomaly, Command, Config, Delivery, Known, Message, MessageId, Order, Seq};
+
+impl Convo {
+    /// Where `id` was delivered, if the machine still remembers it.
+    fn delivered_at(&self, id: &MessageId) -> Option<Seq> {
+        if self.cp.ids.contains(id) {
+            return Some(self.cp.seq);
+        }
+        let a = self.active.as_ref()?;
+        let recent = a.recent.iter().rev().find(|k| &k.id == id).map(|k| k.seq);
+        recent.or_else(|| a.late.iter().find(|(l, _)| l == id).map(|(_, s)| *s))
+    }
+
+    /// Drops a message whose id was delivered already; reports it if at another seq.
+    /// Returns whether it was dropped.
+    fn drop_known(&mut self, cx: &mut Ctx, message: &Message) -> bool {
+        let Some(at) = self.delivered_at(&message.id) else {
+            return false;
+        };
+        if at != message.seq {
+            let anomaly = Anomaly::IdConflict {
+                id: message.id.clone(),
+                seq: message.seq,
+                delivered_at: at,
+            };
+            cx.anomaly(&self.id, anomaly);
+        }
+        true
+    }
+
+    /// Takes one message from the stream. Returns whether it was delivered.
+    pub(crate) fn offer_streamed(&mut self, cx: &mut Ctx, message: Message) -> bool {
+        let seq = message.seq;
+        let delivered = self.offer(cx, message);
+        if delivered && self.cp.recheck_from.is_none() && seq > crate::Seq::ZERO {
+            // No page has confirmed this seq yet (a message sharing it may have lost its
+            // stream event): the next catch-up starts here.
+            self.cp.recheck_from = Some(seq);
+        }
+        delivered
+    }
+
+    /// Takes one message from the stream or a page. Returns whether it was delivered.
+    pub(crate) fn offer(&mut self, cx: &mut Ctx, message: Message) -> bool {
+        if message.is_ephemeral() {
+            return self.offer_ephemeral(cx, message);
+        }
+        if message.seq == self.cp.seq.next() {
+            if self.drop_known(cx, &message) {
+                return false;
+            }
+            self.deliver(cx, message, Order::InOrder);
+            self.release(cx);
+            return true;
+        }
+        self.offer_now(cx, message)
+    }
+
+    fn offer_ephemeral(&mut self, cx: &mut Ctx, message: Message) -> bool {
+        let seen = &mut self.active_mut().ephemeral;
+        if seen.contains(&message.id) {
+            return false;
+        }
+        if seen.len() >= EPHEMERAL_WINDOW {
+            seen.pop_front();
+        }
+        seen.push_back(message.id.clone());
+        self.deliver(cx, message, Order::Ephemeral);
+        true
+    }
+
+    /// `offer` for a message not at the next seq (or, from `release`, at most at it).
+    pub(super) fn offer_now(&mut self, cx: &mut Ctx, message: Message) -> bool {
+        if message.is_ephemeral() {
+            return self.offer_ephemeral(cx, message);
+        }
+        if self.drop_known(cx, &message) {
+            return false;
+        }
+        let next = self.cp.seq.next();
+        if message.seq == next {
+            self.deliver(cx, message, Order::InOrder);
+            return true;
+        }
+        if message.seq < next {
+            let order = if message.seq >= self.floor && self.delivered_here(message.seq) {
+                Order::SharesSeq
+            } else {
+                Order::Late
+            };
+            self.deliver(cx, message, order);
+            return true;
+        }
+        let config = cx.config;
+        let full = self.buffered() >= config.max_buffered
+            || *cx.buffered_total >= config.max_buffered_total;
+        let now = cx.now;
+        let seq = message.seq;
+        let active = self.active_mut();
+        let dropped = match active.buffer.insert(message, full) {
+            Insert::Kept => {
+                *cx.buffered_total += 1;
+                false
+            }
+            Insert::KeptEvicting(_) | Insert::Refused => true,
+            Insert::Duplicate => false,
+        };
+        // A gap is open even if nothing could be kept: what was refused is owed a fetch.
+        if active.gap_since.is_none() {
+            active.gap_since = Some(now);
+        }
+        if dropped {
+            // Not kept, still on the server: fetched forward from the checkpoint once the
+            // buffer drains (not at once, which would loop while a hole below waits for
+            // confirmation).
+            active.overflowed = true;
+        }
+        let _ = seq;
+        false
+    }
+
+    /// Whether a message was delivered at `seq` (at or above the floor, below the
+    /// checkpoint's seq or at it), as opposed to the seq having been skipped or declared
+    /// unreachable.
+    fn delivered_here(&self, seq: Seq) -> bool {
+        if seq == self.cp.seq {
+            return !self.cp.ids.is_empty();
+        }
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.recent.iter().any(|k| k.seq == seq))
+    }
+
+    pub(super) fn deliver(&mut self, cx: &mut Ctx, message: Message, order: Order) {
+        match order {
+            Order::InOrder => {
+                if let Some(prev) = self.cp.epoch {
+                    if message.epoch < prev {
+                        let anomaly = Anomaly::EpochWentBack {
+                            seq: message.seq,
+                            epoch: message.epoch.0,
+                            previous: prev.0,
+                        };
+                        cx.anomaly(&self.id, anomaly);
+                    }
+                }
+                self.advance_to(cx.config, message.seq);
+                self.cp.ids.push(message.id.clone());
+                self.cp.epoch = Some(message.epoch);
+            }
+            Order::SharesSeq | Order::Late => {
+                if message.seq == self.cp.seq {
+                    self.cp.ids.push(message.id.clone());
+                    // The checkpoint's epoch is the highest at its seq (see `advance_to`).
+                    self.cp.epoch = self.cp.epoch.max(Some(message.epoch));
+                } else if message.seq >= self.floor {
+                    let known = Known::new(message.seq, message.id.clone(), message.epoch);
+                    self.remember(cx.config, std::iter::once(known));
+                } else {
+                    let late = &mut self.active_mut().late;
+                    if late.len() >= EPHEMERAL_WINDOW {
+                        late.pop_front();
+                    }
+                    late.push_back((message.id.clone(), message.seq));
+                }
+                if order == Order::Late {
+                    self.found_unreachable(message.seq);
+                }
+            }
+            Order::Ephemeral => {}
+        }
+        cx.commands.push_back(Command::Deliver(Delivery {
+            convo: self.id.clone(),
+            message,
+            order,
+            checkpoint: self.cp.clone(),
+        }));
+    }
+
+    /// Moves the checkpoint to `seq`, remembering the ids delivered at the old one.
+    pub(super) fn advance_to(&mut self, config: &Config, seq: Seq) {
+        let old = self.cp.seq;
+        let ids = std::mem::take(&mut self.cp.ids);
+        if old > Seq::ZERO {
+            let epoch = self.cp.epoch.unwrap_or_default();
+            self.remember(config, ids.into_iter().map(|id| Known::new(old, id, epoch)));
+        }
+        self.cp.seq = seq;
+        if config.dedup_window == 0 {
+            self.floor = seq;
+        }
+    }
+
+    fn remember(&mut self, config: &Config, ids: impl Iterator<Item = Known>) {
+        if config.dedup_window == 0 {
+            return;
+        }
+        let window = config.dedup_window;
+        // While a recheck is pending the window keeps what it must check, up to a bound.
+        let cap = window.saturating_mul(RECHECK_WINDOW_FACTOR);
+        let keep_from = self.cp.recheck_from;
+        let mut floor = self.floor;
+        let recent = &mut self.active_mut().recent;
+        for k in ids {
+            // Kept in seq order: a late message below the newest goes in its place.
+            let at = recent.partition_point(|r| r.seq <= k.seq);
+            recent.insert(at, k);
+        }
+        while recent.len() > window {
+            let Some(oldest) = recent.front().map(|k| k.seq) else {
+                break;
+            };
+            if recent.len() <= cap && keep_from.is_some_and(|r| oldest >= r) {
+                break;
+            }
+            recent.pop_front();
+            floor = floor.max(oldest.next());
+        }
+        self.floor = floor;
+    }
+
+    /// Delivers buffered messages that are now in order, and those that were waiting at a
+    /// seq that has just been delivered for another id.
+    pub(super) fn release(&mut self, cx: &mut Ctx) {
+        while let Some(active) = self.active.as_mut() {
+            let Some(msgs) = active.buffer.pop_first_up_to(self.cp.seq.next()) else {
+                break;
+            };
+            *cx.buffered_total -= msgs.len();
+            for m in msgs {
+                // `offer_now` delivers the next seq in order and a new id at a delivered seq
+                // flagged; it cannot buffer again, since the seq is at most the next one.
+                self.offer_now(cx, m);
+            }
+        }
+        let seq = self.cp.seq;
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        active.hole.retain(|h| h.to > seq);
+        for h in active.hole.iter_mut() {
+            h.from = h.from.max(seq.next());
+        }
+        if active.buffer.is_empty() {
+            active.gap_since = None;
+            active.hole.clear();
+            if std::mem::take(&mut active.overflowed) {
+                // What did not fit is still on the server: fetch it now.
+                self.fetch.want = true;
+            }
+        }
+    }
+
+    /// The server proved `from..=to` empty: move past it.
+    pub(super) fn skip(&mut self, cx: &mut Ctx, from: Seq, to: Seq) {
+        self.advance_to(cx.config, to);
+        cx.commands.push_back(Command::Skipped {
+            convo: self.id.clone(),
+            from,
+            to,
+            checkpoint: self.cp.clone(),
+        });
+    }
+
+    /// No page could show `from..=to`: move past it, say so, and keep asking on a slow
+    /// schedule.
+    pub(super) fn unreachable(&mut self, cx: &mut Ctx, from: Seq, to: Seq) {
+        self.advance_to(cx.config, to);
+        let next_try = cx.now + cx.config.unreachable_retry;
+        self.track(Unreached {
+            from,
+            to,
+            next_try,
+            tries: 0,
+            skipped: false,
+        });
+        cx.commands.push_back(Command::Unreachable {
+            convo: self.id.clone(),
+            from,
+            to,
+            checkpoint: self.cp.clone(),
+        });
+    }
+
+    /// Keeps asking for a range on a slow schedule.
+    fn track(&mut self, range: Unreached) {
+        let list = &mut self.active_mut().unreachable;
+        if list.len() >= MAX_UNREACHABLE {
+            // The oldest stays recorded (the application was told); it is no longer asked for.
+            list.remove(0);
+        }
+        list.push(range);
+    }
+
+    /// A message turned up at `seq`: an unreachable range holding it was reachable after
+    /// all; what is left of it is still asked for.
+    fn found_unreachable(&mut self, seq: Seq) {
+        let Some(a) = self.active.as_mut() else {
+            return;
+        };
+        let mut split = None;
+        a.unreachable.retain(|u| {
+            if u.from <= seq && seq <= u.to {
+                if u.from < seq {
+                    split = Some(Unreached {
+                        to: Seq(seq.0 - 1),
+                        ..*u
+                    });
+                }
+                if seq < u.to {
+                    u.from = seq.next();
+                    return true;
+                }
+                return false;
+            }
+            true
+        });
+        if let Some(u) = split {
+            if a.unreachable.len() < MAX_UNREACHABLE {
+                a.unreachable.push(u);
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! What a page of `getMessages` proves, and paging on until the conversation is complete.
+//!
+//! The server filters `seq > sinceSeq`, orders by `(epoch, seq)` and cuts at `limit`. So:
+//!
+//! - A **short** page (fewer than `limit`) holds every message above `sinceSeq`: a seq it
+//!   lacks held no message when it was read. `gapInfo`, where the server sends it, proves
+//!   the same for the seqs it lists.
+//! - A **full** page holds every message that sorts before its last one, and nothing about
+//!   the rest: a seq it lacks may hold a message of a later epoch (a member sending at an
+//!   older epoch pushes newer-epoch messages of lower seqs past the cut, recording 67). The
+//!   best view of the next missing seq `x` is a page holding nothing below `x`; when even
+//!   that one is full and lacks `x`, no `sinceSeq` page can show `x` now.
+//!
+//! A missing seq is settled only by a second page, issued at least `hole_grace` after the
+//! first sighting, that lacks it too (a concurrent writer may not have committed it yet):
+//! **skipped** if both proved it empty, **unreachable** if the best view could not show it.
+//! An unreachable range is asked for again on a slow schedule, and whatever turns up there
+//! is delivered late. Paging goes on at once after every full page that moved anything,
+//! never waiting for a poll.
+
+use super::{Convo, Ctx, FetchState, Purpose, Sighting, SKIPPED_LOOKS, UNREACHABLE_BACKOFF_CAP};
+use crate::buffer::Buffer;
+use crate::{Anomaly, Gaps, Message, RequestId, Seq, Time};
+use smallvec::SmallVec;
+
+/// Gaps above the checkpoint, each flagged with whether the page proved it empty.
+type Ranges = SmallVec<[(Seq, Seq, bool); 2]>;
+
+impl Convo {
+    pub(crate) fn on_page(
+        &mut self,
+        cx: &mut Ctx,
+        request: RequestId,
+        mut messages: Vec<Message>,
+        gaps: Gaps,
+    ) {
+        let FetchState::InFlight {
+            issued,
+            since,
+            limit,
+            purpose,
+            ..
+        } = self.fetch.state
+        else {
+            return;
+        };
+        self.fetch.state = FetchState::Idle;
+        let len = messages.len();
+        let full = len >= usize::from(limit);
+        // This page settles the recheck from `since` up, unless the recheck was asked for
+        // while it was in flight (the server answered from an earlier state).
+        let moved = std::mem::take(&mut self.fetch.recheck_moved);
+        if len > usize::from(limit) {
+            let anomaly = Anomaly::PageOversized {
+                request,
+                len,
+                limit,
+            };
+            cx.anomaly(&self.id, anomaly);
+        }
+        if !full {
+            // A short page holds whatever did not fit in the buffer before it was asked
+            // for; what does not fit now sets the flag again.
+            if let Some(a) = self.active.as_mut() {
+                a.overflowed = false;
+            }
+        }
+        // The server cut a full page after its largest (epoch, seq).
+        let cut = messages
+            .iter()
+            .filter(|m| !m.is_ephemeral() && m.seq > since)
+            .map(|m| (m.epoch, m.seq))
+            .max();
+        // The server orders by (epoch, seq); deliver by seq. Stable, so messages sharing a
+        // seq keep the server's order.
+        messages.sort_by_key(|m| m.seq);
+        // What the page holds, kept or not: only seqs it lacks can be missing.
+        let mut present: SmallVec<[Seq; 64]> = messages
+            .iter()
+            .map(|m| m.seq)
+            .filter(|s| *s > since)
+            .collect();
+        present.dedup();
+        let before = self.cp.seq;
+        let recheck_before = self.cp.recheck_from;
+        let mut backwards = 0;
+        for m in messages {
+            if m.is_ephemeral() {
+                let id = m.id.clone();
+                cx.anomaly(&self.id, Anomaly::EphemeralInPage { id });
+                self.offer_now(cx, m);
+                continue;
+            }
+            if m.seq <= since {
+                backwards += 1;
+                continue;
+            }
+            // Buffered stream messages are released once the whole page is in, so that a
+            // page's message sharing a seq is not pushed out of the dedup window first.
+            self.offer_now(cx, m);
+        }
+        self.release(cx);
+        if backwards > 0 {
+            let anomaly = Anomaly::PageWentBackwards {
+                request,
+                since,
+                ignored: backwards,
+            };
+            cx.anomaly(&self.id, anomaly);
+        }
+        let cut_seq = cut.map(|(_, s)| s);
+        let widest = limit >= cx.config.max_page_limit;
+        if self.advance_recheck(since, full, widest, cut_seq, moved) {
+            // Messages at one seq filled the page: read it again, wider.
+            self.fetch.limit = cx.config.max_page_limit;
+        }
+        if let Purpose::Retry { from, to } = purpose {
+            let found = present.iter().any(|s| from <= *s && *s <= to);
+            self.retried(cx, from, to, full, found);
+        }
+
+        // Forward: what the page says about the gaps above the checkpoint.
+        let x = self.cp.seq.next();
+        let mut now_gaps = self.gaps_seen(&present, full, cut_seq, &gaps);
+        let advanced = self.cp.seq > before;
+        let recheck_advanced = self.cp.recheck_from != recheck_before
+            && self
+                .cp
+                .recheck_from
+                .is_none_or(|r| recheck_before.is_some_and(|b| r > b));
+        // A full page is the best view of `x` only if nothing below `x` took its places.
+        let displaced = present.first().is_some_and(|s| *s < x);
+        // ... and only at the largest limit: a larger page reaches further past the cut. So a
+        // full page that moved nothing is asked again wider, then from the checkpoint itself.
+        let widest = limit >= cx.config.max_page_limit;
+        let stuck = full && !advanced && !recheck_advanced;
+        let mut narrowing = false;
+        if stuck && !widest {
+            self.fetch.limit = cx.config.max_page_limit;
+            narrowing = true;
+        } else if stuck && displaced && !self.fetch.narrow {
+            self.fetch.narrow = true;
+            narrowing = true;
+        }
+        let best_view = !full || (!displaced && widest);
+        if !best_view {
+            // Not a view that may settle `x`; it may still report later gaps.
+            now_gaps.retain(|(from, _, _)| *from > x);
+        }
+        self.settle(cx, issued, &present, now_gaps, best_view);
+        let progressed = self.cp.seq > before;
+        if progressed || !full {
+            self.fetch.narrow = false;
+            self.fetch.limit = cx.config.page_limit;
+        }
+        if full && (progressed || recheck_advanced || narrowing) {
+            // More may follow: page on at once.
+            self.fetch.want = true;
+        }
+        if self.fetch.recheck {
+            if self.cp.recheck_from.is_some_and(|r| r <= self.cp.seq) {
+                self.fetch.want = true;
+            } else {
+                self.fetch.recheck = false;
+            }
+        }
+        if let Some(a) = self.active.as_mut() {
+            if a.overflowed && a.hole.first().is_none_or(|h| h.from > self.cp.seq.next()) {
+                // The next message is on the server but did not fit: fetch it now.
+                self.fetch.want = true;
+            } else if a.buffer.is_empty() && a.hole.is_empty() && !a.overflowed {
+                a.gap_since = None;
+            }
+        }
+        if full && !progressed && !recheck_advanced && !narrowing && !present.iter().any(|s| *s > x)
+        {
+            // A full page with nothing above the checkpoint (repeats, backwards, ephemeral):
+            // the server is confused. Ask again after a backoff, never in a loop.
+            self.fetch.failures = self.fetch.failures.saturating_add(1);
+            let delay = cx.backoff(self.fetch.failures).max(cx.config.gap_wait);
+            self.fetch.retry_at = Some(cx.now + delay);
+            self.fetch.want = true;
+        } else {
+            self.fetch.failures = 0;
+        }
+        let now = cx.now;
+        let want = self.fetch.want;
+        if let Some(a) = self.active.as_mut() {
+            if !want && a.hole.is_empty() && !a.buffer.is_empty() {
+                // Still a gap and nothing sighted to settle: look again after `gap_wait`,
+                // not at once.
+                a.gap_since = Some(now);
+            }
+        }
+        if self.buffered() == 0 {
+            self.last_catchup = cx.now;
+        }
+    }
+
+    /// The recheck (what the stream delivered and no page confirmed) moves past what this
+    /// page confirmed: everything, after a short page; below its cut seq, after a full one
+    /// (a message sharing the cut seq may be past the cut). A page filled by the messages of
+    /// the recheck's first seq alone is asked again at the largest limit (returns `true`);
+    /// at the largest limit the recheck moves by one seq at least, so that a seq no page
+    /// can confirm does not pin it.
+    fn advance_recheck(
+        &mut self,
+        since: Seq,
+        full: bool,
+        widest: bool,
+        cut_seq: Option<Seq>,
+        moved: bool,
+    ) -> bool {
+        let Some(r) = self.cp.recheck_from else {
+            return false;
+        };
+        if moved || since.next() > r {
+            return false;
+        }
+        let next = match (full, cut_seq) {
+            (false, _) => None,
+            (true, Some(c)) if c > r => Some(c),
+            (true, _) if !widest => return true,
+            (true, _) => Some(r.next()),
+        };
+        self.cp.recheck_from = next.filter(|n| *n <= self.cp.seq);
+        false
+    }
+
+    /// The gaps above the checkpoint (below the highest seq the page or the buffer holds)
+    /// that this page lacks, flagged with whether it proved them empty. A full page says
+    /// nothing at or past its cut seq.
+    fn gaps_seen(&self, present: &[Seq], full: bool, cut_seq: Option<Seq>, gaps: &Gaps) -> Ranges {
+        let Some(active) = self.active.as_ref() else {
+            return Ranges::new();
+        };
+        let mut out = Ranges::new();
+        for (from, to) in gaps_above(self.cp.seq, present, &active.buffer) {
+            let to = match (full, cut_seq) {
+                (false, _) => to,
+                (true, Some(c)) if from < c => to.min(Seq(c.0 - 1)),
+                (true, _) => continue,
+            };
+            let absent = !full || (from.0..=to.0).all(|s| gaps.lists(Seq(s)));
+            out.push((from, to, absent));
+        }
+        out
+    }
+
+    /// Settles the gap at the checkpoint if a page issued `hole_grace` after its first
+    /// sighting lacks it too, then remembers what is still missing.
+    fn settle(
+        &mut self,
+        cx: &mut Ctx,
+        issued: Time,
+        present: &[Seq],
+        now_gaps: Ranges,
+        best_view: bool,
+    ) {
+        let grace = cx.config.hole_grace;
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let earlier = std::mem::take(&mut active.hole);
+        loop {
+            let x = self.cp.seq.next();
+            let Some(e) = earlier.iter().find(|h| h.from <= x && x <= h.to) else {
+                break;
+            };
+            if issued < e.seen + grace {
+                break;
+            }
+            let Some(&(_, n_end, n_absent)) = now_gaps.iter().find(|(a, b, _)| *a <= x && x <= *b)
+            else {
+                break;
+            };
+            let Some(first) = self.next_present(present) else {
+                break;
+            };
+            if first <= x {
+                break;
+            }
+            let to = e.to.min(n_end).min(Seq(first.0 - 1));
+            if e.absent && n_absent {
+                self.skip(cx, x, to);
+            } else if !n_absent && best_view {
+                self.unreachable(cx, x, to);
+            } else {
+                // Proved empty only now: that sighting starts its own grace.
+                break;
+            }
+            self.release(cx);
+        }
+        let now = cx.now;
+        let cp = self.cp.seq;
+        let mut hole: SmallVec<[Sighting; 2]> = SmallVec::new();
+        for (from, to, absent) in now_gaps {
+            let from = from.max(cp.next());
+            if to < from {
+                continue;
+            }
+            // The parts seen before keep their first sighting (a proof of emptiness that
+            // comes only now starts afresh); the rest is first seen now.
+            let mut at = from;
+            for e in earlier.iter().filter(|e| e.to >= from && e.from <= to) {
+                let (lo, hi) = (e.from.max(from), e.to.min(to));
+                if at < lo {
+                    hole.push(Sighting {
+                        from: at,
+                        to: Seq(lo.0 - 1),
+                        seen: now,
+                        absent,
+                    });
+                }
+                let seen = if absent && !e.absent { now } else { e.seen };
+                hole.push(Sighting {
+                    from: lo,
+                    to: hi,
+                    seen,
+                    absent,
+                });
+                at = hi.next();
+            }
+            if at <= to {
+                hole.push(Sighting {
+                    from: at,
+                    to,
+                    seen: now,
+                    absent,
+                });
+            }
+        }
+        if !best_view {
+            // A view that could not settle the checkpoint's gap leaves its sighting standing.
+            let x = cp.next();
+            if let Some(e) = earlier
+                .iter()
+                .find(|e| e.from <= x && x <= e.to && e.to > cp)
+            {
+                if !hole.iter().any(|h| h.from <= x && x <= h.to) {
+                    hole.insert(
+                        0,
+                        Sighting {
+                            from: e.from.max(x),
+                            ..*e
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(active) = self.active.as_mut() {
+            active.hole = hole;
+        }
+    }
+
+    /// The lowest seq above the checkpoint that the page or the buffer holds.
+    fn next_present(&self, present: &[Seq]) -> Option<Seq> {
+        let cp = self.cp.seq;
+        let page = present.iter().copied().find(|s| *s > cp);
+        let buffered = self.active.as_ref().and_then(|a| a.buffer.first_seq());
+        match (page, buffered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The unreachable range due for another look, if any; its next look is scheduled
+    /// now (doubling, up to a cap), and cancelled if this one settles it.
+    pub(super) fn due_unreachable(&mut self, now: Time) -> Option<(Seq, Seq)> {
+        let a = self.active.as_mut()?;
+        let u = a
+            .unreachable
+            .iter_mut()
+            .filter(|u| u.next_try <= now)
+            .min_by_key(|u| u.next_try)?;
+        u.tries = u.tries.saturating_add(1);
+        Some((u.from, u.to))
+    }
+
+    /// A retry of `from..=to` was answered. A short page showed everything there is there
+    /// (delivered late as it came): the range is settled. A full one showed what it could:
+    /// read on at once if it found part of the range, else look again later.
+    fn retried(&mut self, cx: &mut Ctx, from: Seq, to: Seq, full: bool, found: bool) {
+        let base = cx.config.unreachable_retry;
+        let now = cx.now;
+        let Some(a) = self.active.as_mut() else {
+            return;
+        };
+        if !full {
+            a.unreachable.retain(|u| u.to < from || u.from > to);
+            return;
+        }
+        a.unreachable
+            .retain(|u| !(u.skipped && u.tries >= SKIPPED_LOOKS && u.from <= to && from <= u.to));
+        for u in a.unreachable.iter_mut() {
+            if u.from <= to && from <= u.to {
+                if found {
+                    // It showed part of the range: read on for the rest at once.
+                    u.tries = 0;
+                    u.next_try = now + cx.config.gap_wait;
+                    continue;
+                }
+                let factor = 1u32
+                    .checked_shl(u.tries.min(16))
+                    .unwrap_or(u32::MAX)
+                    .min(UNREACHABLE_BACKOFF_CAP);
+                u.next_try = now + base.saturating_mul(factor);
+            }
+        }
+    }
+}
+
+/// The gaps above `last` below the highest seq held by a page (`present`, sorted) or the
+/// buffer.
+fn gaps_above(last: Seq, present: &[Seq], buffer: &Buffer) -> SmallVec<[(Seq, Seq); 2]> {
+    let mut held: SmallVec<[Seq; 64]> = present.iter().copied().filter(|s| *s > last).collect();
+    held.extend(buffer.seqs().filter(|s| *s > last));
+    held.sort_unstable();
+    held.dedup();
+    let mut gaps = SmallVec::new();
+    let mut expect = last.next();
+    for seq in held {
+        if seq > expect {
+            gaps.push((expect, Seq(seq.0 - 1)));
+        }
+        expect = seq.next();
+    }
+    gaps
+}
