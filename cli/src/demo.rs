@@ -31,6 +31,10 @@ pub struct Args {
     /// Seed of the fault plan (same seed, same faults).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The real server's rate limits (`real`) or none (`off`); default: the profile's (real
+    /// in hostile, off otherwise).
+    #[arg(long)]
+    limits: Option<crate::serve::LimitsArg>,
     /// The database to sync into (must not exist; default: a temporary file).
     #[arg(long)]
     db: Option<PathBuf>,
@@ -66,11 +70,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<ExitCode> {
-    let server = DevServer::start(Options::new(args.profile, args.seed)).await?;
+    let mut server_options = Options::new(args.profile, args.seed);
+    if let Some(limits) = args.limits {
+        server_options.faults.rate_limits = limits.rate_limits();
+    }
+    let server = DevServer::start(server_options).await?;
     let base = server.base_url();
     let secret = server.options().secret.clone();
+    let limits = if server.options().faults.rate_limits.is_some() {
+        "real"
+    } else {
+        "off"
+    };
     println!(
-        "gapless demo: dev server on {base}, profile {:?}, seed {}; {} conversations x {} messages at {}/s",
+        "gapless demo: dev server on {base}, profile {:?}, seed {}, rate limits {limits}; {} conversations x {} messages at {}/s",
         args.profile, args.seed, args.convos, args.messages, args.rate
     );
     for c in 0..args.convos {

@@ -1,7 +1,7 @@
 //! `gapless serve`.
 
 use anyhow::{bail, Context};
-use gapless_devserver::{DevServer, Options, Profile};
+use gapless_devserver::{DevServer, Options, Profile, RateLimits};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -19,6 +19,10 @@ pub struct Args {
     /// Seed of the fault plan.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The real server's rate limits (`real`) or none (`off`); default: the profile's (real
+    /// in hostile, off otherwise).
+    #[arg(long)]
+    limits: Option<LimitsArg>,
     /// Conversations to create (`c0`, `c1`, …).
     #[arg(long, default_value_t = 3)]
     convos: usize,
@@ -42,6 +46,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut options = Options::new(args.profile, args.seed);
         options.port = args.addr.port();
         options.secret = args.token.clone();
+        if let Some(limits) = args.limits {
+            options.faults.rate_limits = limits.rate_limits();
+        }
+        let limited = options.faults.rate_limits.is_some();
         let server = DevServer::start(options).await?;
         for c in 0..args.convos {
             server.create_convo(&format!("c{c}"));
@@ -50,10 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             server.traffic(args.convos, args.messages, args.rate);
         }
         println!(
-            "gapless dev server on {} (profile {:?}, seed {}, {} conversations c0..c{})",
+            "gapless dev server on {} (profile {:?}, seed {}, rate limits {}, {} conversations c0..c{})",
             server.base_url(),
             args.profile,
             args.seed,
+            if limited { "real" } else { "off" },
             args.convos,
             args.convos.saturating_sub(1)
         );
@@ -68,4 +77,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("stopping");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `--limits`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LimitsArg {
+    /// The real Catbird server's rate limits.
+    Real,
+    /// Unlimited.
+    Off,
+}
+
+impl LimitsArg {
+    pub fn rate_limits(self) -> Option<RateLimits> {
+        match self {
+            LimitsArg::Real => Some(RateLimits::real()),
+            LimitsArg::Off => None,
+        }
+    }
 }

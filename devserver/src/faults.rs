@@ -5,9 +5,10 @@
 //! of a shared RNG's state, so the same seed gives the same fault schedule however the
 //! requests interleave.
 
+use crate::limits::RateLimits;
 use std::time::Duration;
 
-/// Fault rates, per mille, and delays.
+/// Fault rates, per mille, and delays; and the rate limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
     /// A stream event is not sent.
@@ -52,6 +53,9 @@ pub struct Faults {
     pub epoch_back: u16,
     /// A generated message is an MLS commit (replayed on resume; starts a new epoch).
     pub commit: u16,
+    /// The real server's rate limiters (`None`: unlimited). Their 429s are counted as
+    /// `rate_limited` (a per-minute quota) and `burst_limited` (the burst limiter).
+    pub rate_limits: Option<RateLimits>,
 }
 
 /// A named set of faults.
@@ -62,7 +66,8 @@ pub enum Profile {
     /// A phone on a bad network: drops, reorders, cuts, failing and slow fetches, and the
     /// real server's quirks now and then.
     FlakyMobile,
-    /// Everything, often; `getMessages` tokens are accepted once only.
+    /// Everything, often; `getMessages` tokens are accepted once only; the real server's
+    /// rate limits.
     Hostile,
 }
 
@@ -108,6 +113,7 @@ impl Profile {
                 ephemeral: 10,
                 epoch_back: 5,
                 commit: 20,
+                rate_limits: None,
             },
             Profile::Hostile => Faults {
                 drop: 120,
@@ -131,6 +137,7 @@ impl Profile {
                 ephemeral: 20,
                 epoch_back: 20,
                 commit: 40,
+                rate_limits: Some(RateLimits::real()),
             },
         }
     }

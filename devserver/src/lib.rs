@@ -23,19 +23,29 @@
 //! `sendMessage` take only minted tokens for their own method, each nonce once (a reused one
 //! gets 401 with an empty body, as the real server answers a replayed `jti`); the stream
 //! accepts any valid token, as the real server skips those checks there.
+//!
+//! ## Rate limits
+//!
+//! With [`Faults::rate_limits`] set (the `hostile` profile sets [`RateLimits::real`]),
+//! requests pass the real server's rate limiters — per-minute quota buckets per endpoint and
+//! a burst limiter — and get its two kinds of 429 ([`RateLimits`]: what is modelled, how the
+//! caller's account is chosen). The 429s served are counted as `rate_limited` and
+//! `burst_limited` in [`DevServer::fault_counts`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod faults;
+mod limits;
 mod state;
 
 pub use faults::{Faults, Plan, Profile};
+pub use limits::{Burst, RateLimits, TokenBucket};
 pub use state::{FaultCounts, Send, Sent};
 
 use axum::body::Body;
 use axum::extract::{Query, State as AxState};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -297,6 +307,11 @@ fn post_message(shared: &Shared, convo: &str, req: Send) -> Sent {
 enum Denied {
     Missing,
     Invalid,
+    /// A quota bucket, keyed by the full URI (the real middleware's): empty + `retry-after`.
+    RateLimited(Duration),
+    /// The burst limiter or the path's quota bucket (the real extractor's): JSON, no
+    /// `retry-after`.
+    LimitedJson,
 }
 
 impl IntoResponse for Denied {
@@ -309,26 +324,77 @@ impl IntoResponse for Denied {
                 .into_response(),
             // Like the real server's lxm/jti failures: 401 with an empty body.
             Denied::Invalid => StatusCode::UNAUTHORIZED.into_response(),
+            // Recording 06_createConvo_rate_limit_try4.
+            Denied::RateLimited(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(
+                    header::RETRY_AFTER,
+                    limits::retry_after_secs(wait).to_string(),
+                )],
+            )
+                .into_response(),
+            // Recording 06_createConvo_rate_limit_try3.
+            Denied::LimitedJson => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(serde_json::json!({"error": "Rate limit exceeded"})),
+            )
+                .into_response(),
         }
     }
 }
 
-fn authorize(shared: &Shared, headers: &HeaderMap, nsid: Option<&str>) -> Result<(), Denied> {
+/// Checks a request's token and, with limits on, draws from the rate limiters in the real
+/// server's order: the full URI's bucket before the token is verified; the burst limiter and
+/// the path's bucket after; the method's own checks (`lxm`, nonce) last.
+fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    uri: &Uri,
+    nsid: Option<&str>,
+) -> Result<(), Denied> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(Denied::Missing)?;
-    let secret = &shared.options.secret;
-    let strict = shared.options.profile == Profile::Hostile && nsid.is_some();
-    if token == secret && !strict {
-        return Ok(());
+    let limits = shared.options.faults.rate_limits.as_ref();
+    let path = uri.path();
+    if let Some(limits) = limits {
+        let whole = uri.path_and_query().map_or(path, |pq| pq.as_str());
+        let mut state = shared.state.lock().expect("state");
+        if let Err(wait) = state
+            .limiter
+            .before_auth(limits, path, whole, Instant::now())
+        {
+            state.counts.bump("rate_limited");
+            return Err(Denied::RateLimited(wait));
+        }
     }
-    let rest = token
-        .strip_prefix(secret.as_str())
-        .and_then(|r| r.strip_prefix('.'))
-        .ok_or(Denied::Invalid)?;
-    let (lxm, nonce) = rest.rsplit_once('.').ok_or(Denied::Invalid)?;
+    let secret = &shared.options.secret;
+    // `None`: the bare secret; else the minted token's (lxm, nonce).
+    let minted = if token == secret {
+        None
+    } else {
+        let rest = token
+            .strip_prefix(secret.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+            .ok_or(Denied::Invalid)?;
+        Some(rest.rsplit_once('.').ok_or(Denied::Invalid)?)
+    };
+    if let Some(limits) = limits {
+        let mut state = shared.state.lock().expect("state");
+        if let Err(refusal) = state.limiter.after_auth(limits, path, Instant::now()) {
+            state.counts.bump(match refusal {
+                limits::Refusal::Burst => "burst_limited",
+                limits::Refusal::Quota => "rate_limited",
+            });
+            return Err(Denied::LimitedJson);
+        }
+    }
+    let strict = shared.options.profile == Profile::Hostile && nsid.is_some();
+    let Some((lxm, nonce)) = minted else {
+        return if strict { Err(Denied::Invalid) } else { Ok(()) };
+    };
     if let Some(nsid) = nsid {
         if lxm != nsid {
             return Err(Denied::Invalid);
@@ -362,9 +428,10 @@ fn text_400(msg: &str) -> Response {
 async fn get_messages(
     AxState(shared): AxState<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(d) = authorize(&shared, &headers, Some(GET_MESSAGES)) {
+    if let Err(d) = authorize(&shared, &headers, &uri, Some(GET_MESSAGES)) {
         return d.into_response();
     }
     let Some(convo) = q.get("convoId") else {
@@ -464,9 +531,10 @@ struct SendBody {
 async fn send_message(
     AxState(shared): AxState<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     body: Bytes,
 ) -> Response {
-    if let Err(d) = authorize(&shared, &headers, Some(SEND_MESSAGE)) {
+    if let Err(d) = authorize(&shared, &headers, &uri, Some(SEND_MESSAGE)) {
         return d.into_response();
     }
     let Ok(req) = serde_json::from_slice::<SendBody>(&body) else {
@@ -508,9 +576,10 @@ async fn send_message(
 async fn stream_events(
     AxState(shared): AxState<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(d) = authorize(&shared, &headers, None) {
+    if let Err(d) = authorize(&shared, &headers, &uri, None) {
         return d.into_response();
     }
     let Some(convo) = q.get("convoId").cloned() else {

@@ -1,6 +1,7 @@
 //! The conversations: one in-memory log each, seqs assigned as the real server does.
 
 use crate::faults::{Faults, Plan, Topic};
+use crate::limits::Limiter;
 use gapless_catbird::message::{Ciphertext, MessageView};
 use gapless_catbird::messages::{GapInfo, GetMessagesResponse};
 use std::collections::{BTreeMap, HashMap};
@@ -152,6 +153,8 @@ pub(crate) struct State {
     pub(crate) next_cursor: u64,
     pub(crate) counts: FaultCounts,
     pub(crate) used_nonces: HashMap<String, Instant>,
+    /// The account's rate-limit buckets (used when `faults.limits` is set).
+    pub(crate) limiter: Limiter,
 }
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -193,6 +196,7 @@ impl State {
             next_cursor: 0,
             counts: FaultCounts::default(),
             used_nonces: HashMap::new(),
+            limiter: Limiter::default(),
         }
     }
 

@@ -599,3 +599,342 @@ async fn send_message_answers_like_the_real_server() {
         vec![0, 1, 2]
     );
 }
+
+// ---- rate limits ----------------------------------------------------------------------
+
+use gapless_devserver::{Burst, RateLimits};
+
+async fn limited(limits: RateLimits) -> DevServer {
+    let mut options = Options::new(Profile::Calm, 7);
+    options.faults.rate_limits = Some(limits);
+    options.keepalive = Duration::from_millis(100);
+    let s = DevServer::start(options).await.unwrap();
+    s.create_convo("c");
+    s
+}
+
+/// The real quotas without the burst limiter, so that requests in a row meet the quotas.
+fn quotas_only() -> RateLimits {
+    RateLimits {
+        burst: None,
+        ..RateLimits::real()
+    }
+}
+
+/// A 429's shape: (retry-after, content-type, body).
+#[derive(Debug, PartialEq, Eq)]
+struct Shape {
+    retry_after: Option<String>,
+    content_type: Option<String>,
+    body: String,
+}
+
+async fn shape(r: reqwest::Response) -> Shape {
+    assert_eq!(r.status(), 429);
+    let header = |h: &str| r.headers().get(h).map(|v| v.to_str().unwrap().to_string());
+    let (retry_after, content_type) = (header("retry-after"), header("content-type"));
+    Shape {
+        retry_after,
+        content_type,
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// Recording 06_…_try4 (the middleware's bucket): empty, `retry-after`.
+fn empty_with_retry_after(secs: u64) -> Shape {
+    Shape {
+        retry_after: Some(secs.to_string()),
+        content_type: None,
+        body: String::new(),
+    }
+}
+
+/// Recording 06_…_try3 (the burst limiter, the path's bucket): JSON, no `retry-after`.
+fn json_without_retry_after() -> Shape {
+    Shape {
+        retry_after: None,
+        content_type: Some("application/json".into()),
+        body: r#"{"error":"Rate limit exceeded"}"#.into(),
+    }
+}
+
+async fn get_with(client: &reqwest::Client, s: &DevServer, query: &str) -> reqwest::Response {
+    client
+        .get(format!("{}/xrpc/{GET_MESSAGES}?{query}", s.base_url()))
+        .bearer_auth(token(GET_MESSAGES))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn open_stream(client: &reqwest::Client, s: &DevServer, convo: &str) -> reqwest::Response {
+    let path = stream_path_and_query(&convo.into(), None);
+    client
+        .get(format!("{}{path}", s.base_url()))
+        .bearer_auth("dev-secret")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn send(client: &reqwest::Client, s: &DevServer) -> reqwest::Response {
+    let body = r#"{"convoId":"c","msgId":"01M8DMCHZAC3VJJBF6C3H3CEJQ","ciphertext":{"$bytes":"AAEC"},"epoch":0,"paddedSize":3}"#;
+    client
+        .post(format!(
+            "{}/xrpc/{}",
+            s.base_url(),
+            gapless_catbird::SEND_MESSAGE
+        ))
+        .bearer_auth(token(gapless_catbird::SEND_MESSAGE))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sends `query(n)` for n = 0, 1, … until the first 429; checks that about `quota` passed
+/// (a token comes back every minute / `quota` while they run) and returns the 429.
+async fn until_refused(
+    s: &DevServer,
+    quota: u32,
+    query: impl Fn(u32) -> String,
+) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for n in 0.. {
+        let r = get_with(&client, s, &query(n)).await;
+        if r.status() == 429 {
+            let refilled = started.elapsed().as_millis() / (60_000 / u128::from(quota));
+            assert!(
+                u128::from(n) >= u128::from(quota) && u128::from(n) <= u128::from(quota) + refilled,
+                "{n} passed in {:?}",
+                started.elapsed()
+            );
+            return r;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    unreachable!()
+}
+
+#[test]
+fn only_the_hostile_profile_is_rate_limited() {
+    assert_eq!(
+        Profile::Hostile.faults().rate_limits,
+        Some(RateLimits::real())
+    );
+    assert_eq!(Profile::Calm.faults().rate_limits, None);
+    assert_eq!(Profile::FlakyMobile.faults().rate_limits, None);
+}
+
+#[tokio::test]
+async fn the_201st_get_messages_in_a_minute_gets_429_with_retry_after() {
+    let s = limited(quotas_only()).await;
+    // The same request again and again: its full URI's bucket (the real middleware's) runs
+    // dry first, at 200.
+    let r = until_refused(&s, 200, |_| "convoId=c&sinceSeq=0".into()).await;
+    assert_eq!(
+        shape(r).await,
+        empty_with_retry_after(1),
+        "0.3 s, rounded up"
+    );
+    assert_eq!(s.fault_counts().get("rate_limited"), 1);
+    assert_eq!(s.fault_counts().get("burst_limited"), 0);
+}
+
+#[tokio::test]
+async fn every_conversations_fetches_share_one_quota() {
+    let s = limited(quotas_only()).await;
+    for c in 0..4 {
+        s.create_convo(&format!("c{c}"));
+    }
+    // A new query each time (as a client paging or fetching for other conversations): each
+    // passes its URI's bucket, and the path's bucket (the real extractor's) runs dry at 200,
+    // with the JSON answer and no retry-after.
+    let r = until_refused(&s, 200, |n| format!("convoId=c{}&sinceSeq={n}", n % 4)).await;
+    assert_eq!(shape(r).await, json_without_retry_after());
+    assert_eq!(s.fault_counts().get("rate_limited"), 1);
+}
+
+#[tokio::test]
+async fn a_send_draws_twice_from_its_bucket_as_recording_06_shows() {
+    // Without a query string the URI's bucket is the path's: each call takes two tokens. With
+    // a quota of 5 (createConvo's in recording 06): two calls pass, the third meets the
+    // extractor's draw (JSON), the fourth the middleware's (`retry-after: 12`).
+    let mut limits = quotas_only();
+    limits
+        .per_minute
+        .insert(gapless_catbird::SEND_MESSAGE.into(), 5);
+    let s = limited(limits).await;
+    let client = reqwest::Client::new();
+    assert_eq!(send(&client, &s).await.status(), 200);
+    assert_eq!(send(&client, &s).await.status(), 200);
+    assert_eq!(
+        shape(send(&client, &s).await).await,
+        json_without_retry_after()
+    );
+    assert_eq!(
+        shape(send(&client, &s).await).await,
+        empty_with_retry_after(12)
+    );
+    assert_eq!(seqs(&page(&s, "c", 0).await), vec![1, 2]);
+    assert_eq!(s.fault_counts().get("rate_limited"), 2);
+}
+
+#[tokio::test]
+async fn eleven_requests_at_once_meet_the_burst_limiter() {
+    async fn at_once(s: &DevServer, n: usize) -> Vec<reqwest::Response> {
+        let client = reqwest::Client::new();
+        // Open the connections first (`/health` is not limited), so that the requests leave
+        // together.
+        let warm = (0..n).map(|_| async {
+            let r = client
+                .get(format!("{}/health", s.base_url()))
+                .send()
+                .await
+                .unwrap();
+            r.bytes().await.unwrap();
+        });
+        futures_util::future::join_all(warm).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let q: Vec<String> = (0..n).map(|n| format!("convoId=c&sinceSeq={n}")).collect();
+        futures_util::future::join_all(q.iter().map(|q| get_with(&client, s, q))).await
+    }
+
+    // The real limiter: burst 10, then a token every 10 ms. Eleven requests leave within a
+    // millisecond or two; a machine too busy to serve them within 10 ms gets another try.
+    let mut refused = 0;
+    for _attempt in 0..5 {
+        let s = limited(RateLimits::real()).await;
+        for r in at_once(&s, 11).await {
+            if r.status() == 429 {
+                refused += 1;
+                assert_eq!(shape(r).await, json_without_retry_after());
+            } else {
+                assert_eq!(r.status(), 200);
+            }
+        }
+        assert_eq!(s.fault_counts().get("burst_limited"), refused);
+        assert_eq!(s.fault_counts().get("rate_limited"), 0);
+        if refused > 0 {
+            break;
+        }
+    }
+    assert!(refused >= 1, "11 requests at once");
+
+    // The same with a slow refill: exactly the eleventh.
+    let s = limited(RateLimits {
+        burst: Some(Burst {
+            burst: 10,
+            per_second: 1,
+        }),
+        ..RateLimits::real()
+    })
+    .await;
+    let statuses: Vec<u16> = at_once(&s, 11)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 10);
+    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 1);
+    assert_eq!(s.fault_counts().get("burst_limited"), 1);
+}
+
+#[tokio::test]
+async fn the_buckets_refill() {
+    // A quota: one token every 300 ms.
+    let s = limited(quotas_only()).await;
+    let client = reqwest::Client::new();
+    until_refused(&s, 200, |_| "convoId=c".into()).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let passed = {
+        let mut n = 0;
+        while get_with(&client, &s, "convoId=c").await.status() == 200 {
+            n += 1;
+        }
+        n
+    };
+    assert!((2..=3).contains(&passed), "{passed} tokens after 0.7 s");
+
+    // The burst limiter: one token every 10 ms.
+    let s = limited(RateLimits::real()).await;
+    let mut refused = false;
+    for n in 0..100 {
+        if get_with(&client, &s, &format!("convoId=c&sinceSeq={n}"))
+            .await
+            .status()
+            == 429
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "100 requests in a row meet the burst limiter");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(get_with(&client, &s, "convoId=c").await.status(), 200);
+}
+
+#[tokio::test]
+async fn each_path_has_its_own_quota() {
+    let s = limited(RateLimits {
+        default_per_minute: 5,
+        ..quotas_only()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    for n in 0..5 {
+        let r = get_with(&client, &s, &format!("convoId=c&sinceSeq={n}")).await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = get_with(&client, &s, "convoId=c&sinceSeq=5").await;
+    assert_eq!(shape(r).await, json_without_retry_after());
+    // getMessages is spent; the stream and sendMessage are not.
+    assert_eq!(open_stream(&client, &s, "c").await.status(), 200);
+    assert_eq!(send(&client, &s).await.status(), 200);
+}
+
+#[tokio::test]
+async fn stream_opens_count_and_their_events_do_not() {
+    let s = limited(RateLimits {
+        default_per_minute: 3,
+        ..quotas_only()
+    })
+    .await;
+    s.create_convo("d");
+    let client = reqwest::Client::new();
+    // One open stream carries any number of events.
+    let poster = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..10 {
+            s.post("c", vec![1]);
+        }
+    };
+    let ((events, _), ()) = tokio::join!(
+        stream(&s, "c", None, Duration::from_secs(5), |e| messages(e).len()
+            >= 10),
+        poster
+    );
+    assert_eq!(messages(&events).len(), 10);
+    // Two more opens pass: three in all.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let r = open_stream(&client, &s, "c").await;
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    // The fourth open of the same URI meets its URI's bucket (3 a minute: 20 s a token) …
+    assert_eq!(
+        shape(open_stream(&client, &s, "c").await).await,
+        empty_with_retry_after(20)
+    );
+    // … and another conversation's the path's bucket.
+    assert_eq!(
+        shape(open_stream(&client, &s, "d").await).await,
+        json_without_retry_after()
+    );
+    assert_eq!(s.fault_counts().get("rate_limited"), 2);
+    // getMessages has its own.
+    assert_eq!(get_with(&client, &s, "convoId=c").await.status(), 200);
+}
