@@ -75,7 +75,11 @@ fn run(h: &mut Harness, model: &Model, by: Duration) {
     }
 }
 
-fn claims(h: &Harness) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+/// Seq ranges, inclusive.
+type Ranges = Vec<(u64, u64)>;
+
+/// The ranges skipped and the ranges declared unreachable.
+fn claims(h: &Harness) -> (Ranges, Ranges) {
     let (mut skipped, mut unreachable) = (Vec::new(), Vec::new());
     for c in h.commands() {
         match c {
