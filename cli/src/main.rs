@@ -3,6 +3,7 @@
 
 mod baseline;
 mod demo;
+mod errors;
 mod inspect;
 mod report;
 mod serve;
@@ -72,8 +73,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("gapless: {e:#}");
-            ExitCode::from(2)
+            eprintln!("gapless: {}", errors::chain(&e));
+            errors::exit_code(&e)
         }
     }
 }

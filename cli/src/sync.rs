@@ -1,5 +1,6 @@
 //! `gapless sync`.
 
+use crate::errors;
 use anyhow::{bail, Context};
 use gapless::ConvoId;
 use gapless_adapter::catbird::messages::Paging;
@@ -121,8 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--server must be an http:// or https:// URL (got {base:?})");
     }
     let tokens = tokens(args.token.clone(), args.token_command.clone())?;
-    let store =
-        SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    let store = SqliteStore::open(&args.db).map_err(|e| errors::database(&args.db, true, &e))?;
     let convos: Vec<ConvoId> = args
         .convos
         .iter()
@@ -150,11 +150,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar: &bar,
         print: args.print,
     };
-    let (fetches, stored) = if args.blocking {
-        run_blocking(job, store, &mut tally)?
+    let ran = if args.blocking {
+        run_blocking(job, store, &mut tally)
     } else {
-        run_tokio(job, store, &mut tally)?
+        run_tokio(job, store, &mut tally)
     };
+    let (fetches, stored) = ran.map_err(|e| {
+        if errors::is_database(&e) {
+            errors::database(&args.db, false, e.as_ref()).into()
+        } else {
+            e
+        }
+    })?;
     bar.finish_and_clear();
     println!(
         "synced {} conversation(s) into {}: {} new message(s), {} skipped range(s), {} fetches in {:.1?}; {} messages stored in all",
@@ -166,11 +173,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         started.elapsed(),
         stored
     );
-    Ok(if tally.cleared.is_empty() {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(if tally.cleared.is_empty() {
+        errors::OK
     } else {
-        ExitCode::from(1)
-    })
+        errors::REFUSED
+    }))
 }
 
 /// One sync run, whichever the driver.
