@@ -226,11 +226,13 @@ fn words(target: &str, fields: &Fields) -> Option<String> {
     match (target, fields.message.as_str()) {
         ("gapless_adapter::io", m) if !m.is_empty() => return Some(m.to_string()),
         ("gapless_adapter::token", "no token") => {
+            // A command that wrote nothing on stderr leaves its error ending in ": ".
+            let why = fields.get("error").unwrap_or("no reason given");
             return Some(format!(
                 "cannot get a token for {}: {}; will retry",
                 fields.get("nsid").unwrap_or("a request"),
-                fields.get("error").unwrap_or("no reason given")
-            ))
+                why.trim_end_matches([':', ' '])
+            ));
         }
         // The refusal that cleared it was said (with what gapless does next), and the
         // summary says it again.
@@ -298,16 +300,16 @@ pub struct Seen {
 }
 
 static SEEN: Mutex<BTreeMap<String, Seen>> = Mutex::new(BTreeMap::new());
-static NO_TOKEN: Mutex<Option<String>> = Mutex::new(None);
+static NO_TOKEN: AtomicBool = AtomicBool::new(false);
 
 /// What was seen of a conversation so far.
 pub fn seen(convo: &str) -> Seen {
     lock(&SEEN).get(convo).cloned().unwrap_or_default()
 }
 
-/// Why the last token could not be had, if one could not.
-pub fn no_token() -> Option<String> {
-    lock(&NO_TOKEN).clone()
+/// Whether a token could not be had.
+pub fn no_token() -> bool {
+    NO_TOKEN.load(Ordering::SeqCst)
 }
 
 /// Keeps the adapter's IO events per conversation (see `gapless_adapter::io`'s fields).
@@ -320,7 +322,7 @@ impl<S: Subscriber> Layer<S> for Watcher {
         }
         let fields = Fields::of(event);
         if event.metadata().target() == "gapless_adapter::token" {
-            *lock(&NO_TOKEN) = Some(fields.get("error").unwrap_or("?").to_string());
+            NO_TOKEN.store(true, Ordering::SeqCst);
             return;
         }
         let Some(convo) = fields.get("convo") else {

@@ -154,7 +154,9 @@ struct Outcome {
 impl Outcome {
     /// What a person could check, for the outcomes that have an obvious suspect.
     fn hint(&self) -> Option<&'static str> {
-        if self.words.starts_with("refused: unauthorized") {
+        if self.words.ends_with("(no token)") {
+            Some("the token command failed: run it by hand, with the method's NSID as its last argument")
+        } else if self.words.starts_with("refused: unauthorized") {
             Some("the server does not accept the token: check --token, or what --token-command prints")
         } else if self.words.starts_with("never reached the server") {
             Some("check --server, and that the server is up and reachable from here")
@@ -164,7 +166,7 @@ impl Outcome {
     }
 }
 
-fn outcome(counts: &Counts, seen: &Seen, no_token: Option<&str>) -> Outcome {
+fn outcome(counts: &Counts, seen: &Seen, no_token: bool) -> Outcome {
     let reached = seen.answered;
     let (words, failed) = match (counts.cleared, &seen.last) {
         (Some(reason), _) => (
@@ -198,9 +200,10 @@ fn outcome(counts: &Counts, seen: &Seen, no_token: Option<&str>) -> Outcome {
         }
         (None, None) if reached => ("synced".into(), false),
         (None, None) => (
-            match no_token {
-                Some(why) => format!("never reached the server (no token: {why})"),
-                None => "never reached the server (no answer before the end)".into(),
+            if no_token {
+                "never reached the server (no token)".into()
+            } else {
+                "never reached the server (no answer before the end)".into()
             },
             true,
         ),
@@ -324,7 +327,7 @@ impl<'a> Summary<'a> {
             .map(|c| {
                 let counts = &tally.convos[c];
                 let seen = console::seen(c);
-                let outcome = outcome(counts, &seen, no_token.as_deref());
+                let outcome = outcome(counts, &seen, no_token);
                 Row {
                     convo: c,
                     counts,
