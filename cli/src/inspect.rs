@@ -1,6 +1,7 @@
 //! `gapless inspect`.
 
-use anyhow::{bail, Context};
+use crate::errors;
+use anyhow::bail;
 use gapless_sqlite::SqliteStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,11 +20,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.db.exists() {
         bail!("no database at {}", args.db.display());
     }
-    let store =
-        SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    let path = &args.db;
+    let db = |opening| move |e: gapless_sqlite::SqliteError| errors::database(path, opening, &e);
+    let store = SqliteStore::open(&args.db).map_err(db(true))?;
     if args.json {
-        let messages = store.messages()?;
-        let summaries = store.summaries()?;
+        let messages = store.messages().map_err(db(false))?;
+        let summaries = store.summaries().map_err(db(false))?;
         let out = serde_json::json!({
             "conversations": summaries,
             "messages": messages
@@ -34,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let summaries = store.summaries()?;
+    let summaries = store.summaries().map_err(db(false))?;
     if summaries.is_empty() {
         println!("{}: no conversations", args.db.display());
     }

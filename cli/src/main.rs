@@ -2,7 +2,9 @@
 //! stored.
 
 mod baseline;
+mod console;
 mod demo;
+mod errors;
 mod inspect;
 mod report;
 mod serve;
@@ -52,17 +54,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's faults are deliberate: only errors. Elsewhere a refused request (a bad
     // token, a 403) is worth a warning. `RUST_LOG` overrides.
-    let default = match cli.command {
-        Command::Demo(_) => "error",
-        _ => "warn",
+    let (default, watch) = match cli.command {
+        Command::Demo(_) => ("error", false),
+        Command::Sync(_) => ("warn", true),
+        _ => ("warn", false),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    console::init(default, watch);
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
@@ -72,8 +69,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("gapless: {e:#}");
-            ExitCode::from(2)
+            console::flush_repeats();
+            eprintln!("gapless: {}", console::clean(&errors::chain(&e)));
+            errors::exit_code(&e)
         }
     }
 }

@@ -1,16 +1,20 @@
 //! `gapless sync`.
 
+use crate::console::{self, Met, Seen};
+use crate::errors;
 use anyhow::{bail, Context};
-use gapless::ConvoId;
+use gapless::{ConvoId, Permanent};
 use gapless_adapter::catbird::messages::Paging;
 use gapless_adapter::{CommandToken, FixedToken, TokenProvider, Update};
 use gapless_sqlite::SqliteStore;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct Args {
     /// The server's base URL, e.g. `https://mls.catbird.blue`.
     #[arg(long)]
@@ -42,21 +46,58 @@ pub struct Args {
     #[arg(long)]
     since_message: bool,
     /// Print every message as it is stored.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     print: bool,
+    /// Print the summary (per conversation: new messages, skipped ranges, fetches, outcome)
+    /// as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
-/// What a sync run saw.
+/// `gapless sync --help`'s last words; README.md's CLI section says the same.
+const EXIT_CODES: &str = "\
+Exit status:
+  0  every conversation reached the server (its outcome is \"synced\", or the server was
+     only busy: rate limited, or a server error that gapless retries)
+  1  some conversation was refused (unauthorized 401, forbidden 403: not a member or no
+     such conversation) or never reached the server (connection refused, DNS, TLS, timeout)
+  2  usage error: a wrong option or value
+  3  database error: it cannot be opened or written, or it is not a database (corrupt)";
+
+/// What a sync run saw of one conversation through its updates.
 #[derive(Default)]
-pub struct Tally {
-    pub messages: u64,
-    pub skipped: u64,
-    pub cleared: Vec<String>,
-    pub anomalies: u64,
+struct Counts {
+    messages: u64,
+    skipped: u64,
+    cleared: Option<Permanent>,
+}
+
+/// What a sync run saw, per conversation, in the order they were given.
+#[derive(Default)]
+struct Tally {
+    order: Vec<String>,
+    convos: HashMap<String, Counts>,
+    messages: u64,
+    skipped: u64,
 }
 
 impl Tally {
-    pub fn record(&mut self, update: &Update, print: bool) {
+    fn new(convos: &[String]) -> Tally {
+        Tally {
+            order: convos.to_vec(),
+            convos: convos
+                .iter()
+                .map(|c| (c.clone(), Counts::default()))
+                .collect(),
+            ..Tally::default()
+        }
+    }
+
+    fn counts(&mut self, convo: &ConvoId) -> &mut Counts {
+        self.convos.entry(convo.to_string()).or_default()
+    }
+
+    fn record(&mut self, update: &Update, print: bool) {
         match update {
             Update::Message {
                 convo,
@@ -66,6 +107,7 @@ impl Tally {
             } => {
                 if *order != gapless::Order::Ephemeral {
                     self.messages += 1;
+                    self.counts(convo).messages += 1;
                 }
                 if print {
                     println!(
@@ -84,6 +126,7 @@ impl Tally {
             }
             Update::Skipped { convo, from, to } => {
                 self.skipped += 1;
+                self.counts(convo).skipped += 1;
                 if print {
                     println!(
                         "{convo} skipped {}..={} (the server has none)",
@@ -91,13 +134,84 @@ impl Tally {
                     );
                 }
             }
-            Update::Cleared { convo, reason } => {
-                eprintln!("{convo}: cannot be synced ({reason:?})");
-                self.cleared.push(convo.to_string());
-            }
-            Update::Anomaly { .. } => self.anomalies += 1,
+            // The warning that led to it was printed; the summary says it again.
+            Update::Cleared { convo, reason } => self.counts(convo).cleared = Some(*reason),
             _ => {}
         }
+    }
+}
+
+/// How one conversation's run ended.
+struct Outcome {
+    /// In words, for the table.
+    words: String,
+    /// Whether the server ever answered one of its requests.
+    reached: bool,
+    /// Whether it makes the exit code 1: refused, cleared, or never reached.
+    failed: bool,
+}
+
+impl Outcome {
+    /// What a person could check, for the outcomes that have an obvious suspect.
+    fn hint(&self) -> Option<&'static str> {
+        if self.words.ends_with("(no token)") {
+            Some("the token command failed: run it by hand, with the method's NSID as its last argument")
+        } else if self.words.starts_with("refused: unauthorized") {
+            Some("the server does not accept the token: check --token, or what --token-command prints")
+        } else if self.words.starts_with("never reached the server") {
+            Some("check --server, and that the server is up and reachable from here")
+        } else {
+            None
+        }
+    }
+}
+
+fn outcome(counts: &Counts, seen: &Seen, no_token: bool) -> Outcome {
+    let reached = seen.answered;
+    let (words, failed) = match (counts.cleared, &seen.last) {
+        (Some(reason), _) => (
+            match reason {
+                Permanent::Forbidden => {
+                    "refused: forbidden (403) \u{2014} not a member or no such conversation".into()
+                }
+                Permanent::NotMember => "refused: not a member".into(),
+                Permanent::NotFound => "refused: no such conversation".into(),
+                Permanent::InvalidCursor => {
+                    "cleared: the server no longer has its history back to the checkpoint".into()
+                }
+                other => format!("cleared ({other:?})"),
+            },
+            true,
+        ),
+        (None, Some(Met::Answer)) => ("synced".into(), false),
+        (None, Some(Met::Refused(401))) => ("refused: unauthorized (401)".into(), true),
+        (None, Some(Met::Refused(403))) => (
+            "refused: forbidden (403) \u{2014} not a member or no such conversation".into(),
+            true,
+        ),
+        (None, Some(Met::Refused(429))) => ("rate limited".into(), false),
+        (None, Some(Met::Refused(s))) if *s >= 500 => (format!("server error ({s})"), false),
+        (None, Some(Met::Refused(s))) => (format!("refused ({s})"), true),
+        (None, Some(Met::Unreachable(problem))) if reached => {
+            (format!("synced, then lost the server ({problem})"), false)
+        }
+        (None, Some(Met::Unreachable(problem))) => {
+            (format!("never reached the server ({problem})"), true)
+        }
+        (None, None) if reached => ("synced".into(), false),
+        (None, None) => (
+            if no_token {
+                "never reached the server (no token)".into()
+            } else {
+                "never reached the server (no answer before the end)".into()
+            },
+            true,
+        ),
+    };
+    Outcome {
+        words,
+        reached,
+        failed,
     }
 }
 
@@ -121,13 +235,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--server must be an http:// or https:// URL (got {base:?})");
     }
     let tokens = tokens(args.token.clone(), args.token_command.clone())?;
-    let store =
-        SqliteStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
-    let convos: Vec<ConvoId> = args
-        .convos
-        .iter()
-        .map(|c| ConvoId::from(c.as_str()))
-        .collect();
+    let store = SqliteStore::open(&args.db).map_err(|e| errors::database(&args.db, true, &e))?;
+    // The same conversation twice would be refused by the driver: once is what was meant.
+    let mut names: Vec<String> = Vec::new();
+    for c in &args.convos {
+        if !names.contains(c) {
+            names.push(c.clone());
+        }
+    }
+    let convos: Vec<ConvoId> = names.iter().map(|c| ConvoId::from(c.as_str())).collect();
     let mut wire = gapless_adapter::Wire::default();
     if args.since_message {
         wire.paging = Paging::SinceMessage;
@@ -137,8 +253,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
+    console::hold_bar(&bar);
     let started = Instant::now();
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(&names);
     let deadline = args.duration.map(|d| started + d);
     let mut options = gapless_adapter::Options::new(base);
     options.wire = wire;
@@ -150,27 +267,153 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar: &bar,
         print: args.print,
     };
-    let (fetches, stored) = if args.blocking {
-        run_blocking(job, store, &mut tally)?
+    let ran = if args.blocking {
+        run_blocking(job, store, &mut tally)
     } else {
-        run_tokio(job, store, &mut tally)?
+        run_tokio(job, store, &mut tally)
     };
+    console::release_bar();
     bar.finish_and_clear();
-    println!(
-        "synced {} conversation(s) into {}: {} new message(s), {} skipped range(s), {} fetches in {:.1?}; {} messages stored in all",
-        convos.len(),
-        args.db.display(),
-        tally.messages,
-        tally.skipped,
-        fetches,
-        started.elapsed(),
-        stored
-    );
-    Ok(if tally.cleared.is_empty() {
-        ExitCode::SUCCESS
+    console::flush_repeats();
+    let (fetches, stored) = ran.map_err(|e| {
+        if errors::is_database(&e) {
+            errors::database(&args.db, false, e.as_ref()).into()
+        } else {
+            e
+        }
+    })?;
+    let summary = Summary::of(&tally, fetches, stored, started.elapsed());
+    if args.json {
+        summary.print_json(&args.db)?;
     } else {
-        ExitCode::from(1)
-    })
+        summary.print_table(&args.db);
+    }
+    let mut hints: Vec<&str> = summary
+        .rows
+        .iter()
+        .filter_map(|r| r.outcome.hint())
+        .collect();
+    hints.dedup();
+    for hint in hints {
+        eprintln!("hint: {hint}");
+    }
+    Ok(ExitCode::from(summary.code))
+}
+
+/// One conversation's line of the summary.
+struct Row<'a> {
+    convo: &'a str,
+    counts: &'a Counts,
+    seen: Seen,
+    outcome: Outcome,
+}
+
+/// What `sync` says at the end.
+struct Summary<'a> {
+    rows: Vec<Row<'a>>,
+    tally: &'a Tally,
+    fetches: u64,
+    stored: u64,
+    elapsed: Duration,
+    code: u8,
+}
+
+impl<'a> Summary<'a> {
+    fn of(tally: &'a Tally, fetches: u64, stored: u64, elapsed: Duration) -> Summary<'a> {
+        let no_token = console::no_token();
+        let rows: Vec<Row<'a>> = tally
+            .order
+            .iter()
+            .map(|c| {
+                let counts = &tally.convos[c];
+                let seen = console::seen(c);
+                let outcome = outcome(counts, &seen, no_token);
+                Row {
+                    convo: c,
+                    counts,
+                    seen,
+                    outcome,
+                }
+            })
+            .collect();
+        let code = if rows.iter().any(|r| r.outcome.failed) {
+            errors::REFUSED
+        } else {
+            errors::OK
+        };
+        Summary {
+            rows,
+            tally,
+            fetches,
+            stored,
+            elapsed,
+            code,
+        }
+    }
+
+    fn print_json(&self, db: &std::path::Path) -> anyhow::Result<()> {
+        let conversations: Vec<_> = self
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "convo": r.convo,
+                    "new_messages": r.counts.messages,
+                    "skipped_ranges": r.counts.skipped,
+                    "fetches": r.seen.fetches,
+                    "reached_server": r.outcome.reached,
+                    "outcome": r.outcome.words,
+                    "ok": !r.outcome.failed,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "db": db.display().to_string(),
+            "seconds": (self.elapsed.as_secs_f64() * 10.0).round() / 10.0,
+            "conversations": conversations,
+            "new_messages": self.tally.messages,
+            "skipped_ranges": self.tally.skipped,
+            "fetches": self.fetches,
+            "stored_messages": self.stored,
+            "exit_code": self.code,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(())
+    }
+
+    fn print_table(&self, db: &std::path::Path) {
+        let wide = self
+            .rows
+            .iter()
+            .map(|r| r.convo.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max("conversation".len());
+        println!(
+            "{:<wide$}  {:>5}  {:>7}  {:>7}  outcome",
+            "conversation", "new", "skipped", "fetches"
+        );
+        for r in &self.rows {
+            println!(
+                "{:<wide$}  {:>5}  {:>7}  {:>7}  {}",
+                console::clean(r.convo),
+                r.counts.messages,
+                r.counts.skipped,
+                r.seen.fetches,
+                r.outcome.words
+            );
+        }
+        println!(
+            "{} conversation(s) into {} in {:.1?}: {} new message(s), {} skipped range(s), {} fetches; {} messages stored in all",
+            self.rows.len(),
+            db.display(),
+            self.elapsed,
+            self.tally.messages,
+            self.tally.skipped,
+            self.fetches,
+            self.stored
+        );
+    }
 }
 
 /// One sync run, whichever the driver.
@@ -218,6 +461,7 @@ fn run_tokio(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Res
                 _ = &mut stop => break,
             }
         }
+        console::stopping();
         let finished = sync.shutdown().await?;
         let stored = finished.store.messages()?.len() as u64;
         Ok((finished.fetches, stored))
@@ -245,6 +489,7 @@ fn run_blocking(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    console::stopping();
     let finished = sync.shutdown()?;
     let stored = finished.store.messages()?.len() as u64;
     Ok((finished.fetches, stored))

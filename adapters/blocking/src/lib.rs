@@ -36,7 +36,8 @@
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::catbird::Limits;
 use gapless_adapter::{
-    FetchCall, Io, Request, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update,
+    FetchCall, Io, Request, Session, SessionError, Step, Store, StreamCall, TokenProvider,
+    TransportProblem, Update,
 };
 use std::collections::HashMap;
 use std::io::Read;
@@ -386,7 +387,7 @@ fn fetch(io: &IoContext, call: &FetchCall) -> Input {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(convo = %call.request.convo, error = %e, "fetch failed");
-            return call.failed();
+            return call.unreachable(problem(&e));
         }
     };
     let status = response.status().as_u16();
@@ -398,6 +399,17 @@ fn fetch(io: &IoContext, call: &FetchCall) -> Input {
             tracing::debug!(convo = %call.request.convo, error = %e, "fetch body failed");
             call.failed()
         }
+    }
+}
+
+/// Why a request got no answer, from ureq's error kinds.
+fn problem(e: &ureq::Error) -> TransportProblem {
+    match e {
+        ureq::Error::Timeout(_) => TransportProblem::Timeout,
+        ureq::Error::HostNotFound => TransportProblem::Dns,
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => TransportProblem::Tls,
+        ureq::Error::Io(io) => TransportProblem::of(io),
+        other => TransportProblem::of(other),
     }
 }
 
@@ -445,7 +457,7 @@ fn stream(io: &IoContext, agent: &ureq::Agent, call: &StreamCall, send: &dyn Fn(
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(convo = %call.convo, error = %e, "stream failed");
-            return send(call.closed(transient));
+            return send(call.unreachable(problem(&e)));
         }
     };
     let status = response.status().as_u16();

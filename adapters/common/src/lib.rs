@@ -27,7 +27,7 @@ mod store;
 mod token;
 mod update;
 
-pub use io::{FetchCall, Io, StreamCall, StreamReader, Wire};
+pub use io::{FetchCall, Io, StreamCall, StreamReader, TransportProblem, Wire};
 pub use options::{Finished, Options};
 pub use session::{Request, Session, SessionError, Step};
 pub use store::{MemoryStore, Restored, Store, StoreError, Write};

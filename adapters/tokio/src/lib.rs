@@ -42,7 +42,8 @@
 
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::{
-    FetchCall, Io, Request, Session, SessionError, Step, Store, StreamCall, TokenProvider, Update,
+    FetchCall, Io, Request, Session, SessionError, Step, Store, StreamCall, TokenProvider,
+    TransportProblem, Update,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -309,8 +310,9 @@ async fn fetch(io: &IoContext, call: &FetchCall) -> Input {
     let response = match sent {
         Ok(r) => r,
         Err(e) => {
+            let problem = problem(&e);
             tracing::debug!(convo = %call.request.convo, error = %without_url(e), "fetch failed");
-            return call.failed();
+            return call.unreachable(problem);
         }
     };
     let status = response.status().as_u16();
@@ -345,10 +347,11 @@ async fn stream(io: &IoContext, call: &StreamCall) -> Input {
     let mut response = match tokio::time::timeout(io.options.request_timeout, sent).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
+            let problem = problem(&e);
             tracing::debug!(convo = %call.convo, error = %without_url(e), "stream failed");
-            return call.closed(transient);
+            return call.unreachable(problem);
         }
-        Err(_) => return call.closed(transient),
+        Err(_) => return call.unreachable(TransportProblem::Timeout),
     };
     let status = response.status().as_u16();
     if !(200..300).contains(&status) {
@@ -380,6 +383,15 @@ async fn stream(io: &IoContext, call: &StreamCall) -> Input {
                 return call.closed(transient);
             }
         }
+    }
+}
+
+/// Why a request got no answer, from reqwest's error kinds and the causes under them.
+fn problem(e: &reqwest::Error) -> TransportProblem {
+    if e.is_timeout() {
+        TransportProblem::Timeout
+    } else {
+        TransportProblem::of(e)
     }
 }
 
