@@ -128,6 +128,10 @@ pub(crate) struct Fetch {
     recheck_moved: bool,
     /// An unreachable range is due for another look.
     retry_due: bool,
+    /// The next forward fetch reads from here if the checkpoint got past it: the cut seq of
+    /// a full page (another message there may have sorted past the cut), or the lowest seq
+    /// a message was not kept at for lack of buffer room.
+    reread: Option<Seq>,
 }
 
 /// Seqs a page lacked, first seen at `seen`: settled only by a page issued at least
@@ -228,6 +232,19 @@ impl Convo {
                 ..Active::default()
             }));
         }
+        if !checkpoint.unreachable.is_empty() {
+            // Ranges a previous run declared unreachable: ask for them again soon.
+            let a = active.get_or_insert_with(Default::default);
+            for &(from, to) in checkpoint.unreachable.iter().take(MAX_UNREACHABLE) {
+                a.unreachable.push(Unreached {
+                    from,
+                    to,
+                    next_try: now + config.gap_wait,
+                    tries: 0,
+                    skipped: false,
+                });
+            }
+        }
         let mut convo = Convo {
             id: convo,
             cp: checkpoint,
@@ -251,6 +268,7 @@ impl Convo {
                 recheck: false,
                 recheck_moved: false,
                 retry_due: false,
+                reread: None,
             },
             last_catchup: now,
             quiet_since: None,
@@ -322,6 +340,7 @@ impl Convo {
         if self.cp.recheck_from.is_some_and(|r| r > self.cp.seq) {
             self.cp.recheck_from = None;
         }
+        let reread = self.fetch.reread.take().filter(|r| *r >= self.floor);
         let retry = std::mem::take(&mut self.fetch.retry_due)
             .then(|| self.due_unreachable(now))
             .flatten();
@@ -341,11 +360,14 @@ impl Convo {
                     None if self.fetch.narrow => {
                         (self.cp.seq, config.max_page_limit, Purpose::Sync)
                     }
-                    None => (
-                        Seq(self.cp.seq.0.saturating_sub(1)),
-                        self.fetch.limit,
-                        Purpose::Sync,
-                    ),
+                    None => {
+                        let from = reread.map_or(self.cp.seq, |r| r.min(self.cp.seq));
+                        (
+                            Seq(from.0.saturating_sub(1)),
+                            self.fetch.limit,
+                            Purpose::Sync,
+                        )
+                    }
                 }
             }
         };

@@ -114,6 +114,13 @@ impl Convo {
             // Messages at one seq filled the page: read it again, wider.
             self.fetch.limit = cx.config.max_page_limit;
         }
+        if let (true, Some(c)) = (full, cut_seq) {
+            if c < self.cp.seq {
+                // Another message at the cut seq may sort past the cut, and the checkpoint
+                // got past it (the buffer filled in): the next forward fetch reads it again.
+                self.fetch.reread = Some(self.fetch.reread.map_or(c, |r| r.min(c)));
+            }
+        }
         if let Purpose::Retry { from, to } = purpose {
             let found = present.iter().any(|s| from <= *s && *s <= to);
             self.retried(cx, from, to, full, found);
@@ -158,10 +165,12 @@ impl Convo {
             self.fetch.want = true;
         }
         if self.fetch.recheck {
-            if self.cp.recheck_from.is_some_and(|r| r <= self.cp.seq) {
-                self.fetch.want = true;
-            } else {
+            if self.cp.recheck_from.is_none_or(|r| r > self.cp.seq) {
                 self.fetch.recheck = false;
+            } else if !self.gap_open() {
+                // Go on with the recheck (while a gap is open its fetches come first, and
+                // the recheck follows once it is settled).
+                self.fetch.want = true;
             }
         }
         if let Some(a) = self.active.as_mut() {
@@ -388,6 +397,7 @@ impl Convo {
         };
         if !full {
             a.unreachable.retain(|u| u.to < from || u.from > to);
+            self.sync_unreachable();
             return;
         }
         a.unreachable
