@@ -340,7 +340,8 @@ impl Convo {
         if self.cp.recheck_from.is_some_and(|r| r > self.cp.seq) {
             self.cp.recheck_from = None;
         }
-        let reread = self.fetch.reread.take().filter(|r| *r >= self.floor);
+        // Kept until a page answers it (a failed fetch must not forget it).
+        let reread = self.fetch.reread.filter(|r| *r >= self.floor);
         let retry = std::mem::take(&mut self.fetch.retry_due)
             .then(|| self.due_unreachable(now))
             .flatten();
@@ -357,7 +358,7 @@ impl Convo {
                     .filter(|_| self.fetch.recheck && !self.gap_open());
                 match recheck {
                     Some(r) => (Seq(r.0.saturating_sub(1)), self.fetch.limit, Purpose::Sync),
-                    None if self.fetch.narrow => {
+                    None if self.fetch.narrow && reread.is_none_or(|r| r >= self.cp.seq) => {
                         (self.cp.seq, config.max_page_limit, Purpose::Sync)
                     }
                     None => {

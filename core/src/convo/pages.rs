@@ -83,6 +83,10 @@ impl Convo {
         present.dedup();
         let before = self.cp.seq;
         let recheck_before = self.cp.recheck_from;
+        if self.fetch.reread.is_some_and(|r| since < r) {
+            // This page reads it again (what it cannot keep sets it anew).
+            self.fetch.reread = None;
+        }
         let mut backwards = 0;
         for m in messages {
             if m.is_ephemeral() {
@@ -115,11 +119,9 @@ impl Convo {
             self.fetch.limit = cx.config.max_page_limit;
         }
         if let (true, Some(c)) = (full, cut_seq) {
-            if c < self.cp.seq {
-                // Another message at the cut seq may sort past the cut, and the checkpoint
-                // got past it (the buffer filled in): the next forward fetch reads it again.
-                self.fetch.reread = Some(self.fetch.reread.map_or(c, |r| r.min(c)));
-            }
+            // Another message at the cut seq may sort past the cut: the next forward fetch
+            // reads that seq again, even if the checkpoint gets past it meanwhile.
+            self.fetch.reread = Some(self.fetch.reread.map_or(c, |r| r.min(c)));
         }
         if let Purpose::Retry { from, to } = purpose {
             let found = present.iter().any(|s| from <= *s && *s <= to);
