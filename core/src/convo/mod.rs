@@ -89,8 +89,8 @@ pub(crate) enum Purpose {
     /// Forward from the checkpoint (a gap, a catch-up, paging on), or a recheck of what the
     /// stream delivered.
     Sync,
-    /// Another look at an unreachable range.
-    Retry { from: Seq, to: Seq },
+    /// Another look at an unreachable range, reading from `at`.
+    Retry { at: Seq },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,13 +153,10 @@ struct Unreached {
     to: Seq,
     next_try: Time,
     tries: u32,
-    /// A skipped range, looked at again a few times for a message that committed later
-    /// than `hole_grace`.
-    skipped: bool,
+    /// Where the current look reads next: a look reads the range page by page, from
+    /// `from` to past `to`.
+    at: Seq,
 }
-
-/// How many more looks a skipped range gets.
-const SKIPPED_LOOKS: u32 = 3;
 
 /// The parts of a conversation that only exist once messages have flowed: kept out of line
 /// so that an idle conversation stays small.
@@ -241,7 +238,7 @@ impl Convo {
                     to,
                     next_try: now + config.gap_wait,
                     tries: 0,
-                    skipped: false,
+                    at: from,
                 });
             }
         }
@@ -341,15 +338,17 @@ impl Convo {
             self.cp.recheck_from = None;
         }
         // Kept until a page answers it (a failed fetch must not forget it).
-        let reread = self.fetch.reread.filter(|r| *r >= self.floor);
+        // Below the dedup window too: what comes back there is delivered `Late` and the
+        // store drops what it has.
+        let reread = self.fetch.reread;
         let retry = std::mem::take(&mut self.fetch.retry_due)
             .then(|| self.due_unreachable(now))
             .flatten();
         let (since, limit, purpose) = match retry {
-            Some((from, to)) => (
-                Seq(from.0.saturating_sub(1)),
+            Some(at) => (
+                Seq(at.0.saturating_sub(1)),
                 config.max_page_limit,
-                Purpose::Retry { from, to },
+                Purpose::Retry { at },
             ),
             None => {
                 let recheck = self
@@ -400,12 +399,22 @@ impl Convo {
     pub(crate) fn on_fetch_failed(&mut self, cx: &mut Ctx, failure: crate::Failure) {
         use crate::Failure as F;
         if let FetchState::InFlight {
-            purpose: Purpose::Retry { .. },
+            purpose: Purpose::Retry { at },
             ..
         } = self.fetch.state
         {
-            // The range is asked for again on its own slow schedule.
+            // The look goes on a while later, where it was.
             self.fetch.retry_due = false;
+            let later = cx.now + cx.config.unreachable_retry / 4;
+            if let Some(a) = self.active.as_mut() {
+                for u in a
+                    .unreachable
+                    .iter_mut()
+                    .filter(|u| u.from <= at && at <= u.to)
+                {
+                    u.next_try = later;
+                }
+            }
         }
         self.fetch.state = FetchState::Idle;
         let floor = match failure {

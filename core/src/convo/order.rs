@@ -290,7 +290,7 @@ impl Convo {
             to,
             next_try,
             tries: 0,
-            skipped: false,
+            at: from,
         });
         cx.commands.push_back(Command::Unreachable {
             convo: self.id.clone(),
@@ -317,6 +317,7 @@ impl Convo {
             u.to = u.to.max(next.to);
             u.next_try = u.next_try.min(next.next_try);
             u.tries = u.tries.min(next.tries);
+            u.at = u.from;
         }
         self.sync_unreachable();
     }
@@ -343,22 +344,23 @@ impl Convo {
                 if u.from < seq {
                     split = Some(Unreached {
                         to: Seq(seq.0 - 1),
+                        at: u.from,
                         ..*u
                     });
                 }
                 if seq < u.to {
                     u.from = seq.next();
+                    u.at = u.at.max(u.from);
                     return true;
                 }
                 return false;
             }
             true
         });
-        if let Some(u) = split {
-            if a.unreachable.len() < MAX_UNREACHABLE {
-                a.unreachable.push(u);
-            }
+        match split {
+            // `track` merges past the bound: no seq is forgotten.
+            Some(u) => self.track(u),
+            None => self.sync_unreachable(),
         }
-        self.sync_unreachable();
     }
 }
