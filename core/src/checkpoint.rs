@@ -33,6 +33,10 @@ pub struct Checkpoint {
     /// may be missing). A restarted machine goes on from here.
     #[serde(default)]
     pub recheck_from: Option<Seq>,
+    /// Ranges declared unreachable that the machine still asks for (at most 8): a restarted
+    /// machine goes on asking.
+    #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
+    pub unreachable: SmallVec<[(Seq, Seq); 1]>,
 }
 
 /// A message already delivered, as a store gives it back when a machine is restored

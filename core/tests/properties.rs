@@ -89,15 +89,22 @@ fn faults() -> impl Strategy<Value = Faults> {
 }
 
 fn machine_config() -> impl Strategy<Value = Config> {
-    (1usize..=64, 1usize..=3, 1u16..=60, 1usize..=4).prop_map(|(buf, total, limit, inflight)| {
-        Config {
+    (
+        1usize..=64,
+        1usize..=3,
+        1u16..=60,
+        1usize..=4,
+        prop_oneof![1 => Just(gapless::MIN_MAX_PAGE_LIMIT), 1 => gapless::MIN_MAX_PAGE_LIMIT..=100u16],
+    )
+        .prop_map(|(buf, total, limit, inflight, max)| Config {
             max_buffered: buf,
             max_buffered_total: buf * total,
-            page_limit: limit,
+            // Down to the smallest limits `validate` accepts.
+            page_limit: limit.min(max),
+            max_page_limit: max,
             max_inflight_fetches: inflight,
             ..Config::default()
-        }
-    })
+        })
 }
 
 fn sim_config() -> impl Strategy<Value = SimConfig> {
@@ -111,9 +118,21 @@ fn sim_config() -> impl Strategy<Value = SimConfig> {
         0u64..20_000,
         proptest::collection::vec(0u64..20_000, 0..=3),
         machine_config(),
+        any::<bool>(),
     )
         .prop_map(
-            |(seed, convos, messages, interval, every, faults, until, restarts, machine)| {
+            |(
+                seed,
+                convos,
+                messages,
+                interval,
+                every,
+                faults,
+                until,
+                restarts,
+                machine,
+                gap_info,
+            )| {
                 SimConfig {
                     seed,
                     convos,
@@ -124,6 +143,8 @@ fn sim_config() -> impl Strategy<Value = SimConfig> {
                     faults_until: Time::from_millis(until),
                     restarts: restarts.into_iter().map(Time::from_millis).collect(),
                     machine,
+                    // The server sends gapInfo (the SSE-era API) or never does (mlsChat).
+                    gap_info,
                     ..SimConfig::default()
                 }
             },

@@ -89,8 +89,8 @@ pub(crate) enum Purpose {
     /// Forward from the checkpoint (a gap, a catch-up, paging on), or a recheck of what the
     /// stream delivered.
     Sync,
-    /// Another look at an unreachable range.
-    Retry { from: Seq, to: Seq },
+    /// Another look at an unreachable range, reading from `at`.
+    Retry { at: Seq },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,10 @@ pub(crate) struct Fetch {
     recheck_moved: bool,
     /// An unreachable range is due for another look.
     retry_due: bool,
+    /// The next forward fetch reads from here if the checkpoint got past it: the cut seq of
+    /// a full page (another message there may have sorted past the cut), or the lowest seq
+    /// a message was not kept at for lack of buffer room.
+    reread: Option<Seq>,
 }
 
 /// Seqs a page lacked, first seen at `seen`: settled only by a page issued at least
@@ -149,13 +153,10 @@ struct Unreached {
     to: Seq,
     next_try: Time,
     tries: u32,
-    /// A skipped range, looked at again a few times for a message that committed later
-    /// than `hole_grace`.
-    skipped: bool,
+    /// Where the current look reads next: a look reads the range page by page, from
+    /// `from` to past `to`.
+    at: Seq,
 }
-
-/// How many more looks a skipped range gets.
-const SKIPPED_LOOKS: u32 = 3;
 
 /// The parts of a conversation that only exist once messages have flowed: kept out of line
 /// so that an idle conversation stays small.
@@ -228,6 +229,19 @@ impl Convo {
                 ..Active::default()
             }));
         }
+        if !checkpoint.unreachable.is_empty() {
+            // Ranges a previous run declared unreachable: ask for them again soon.
+            let a = active.get_or_insert_with(Default::default);
+            for &(from, to) in checkpoint.unreachable.iter().take(MAX_UNREACHABLE) {
+                a.unreachable.push(Unreached {
+                    from,
+                    to,
+                    next_try: now + config.gap_wait,
+                    tries: 0,
+                    at: from,
+                });
+            }
+        }
         let mut convo = Convo {
             id: convo,
             cp: checkpoint,
@@ -251,6 +265,7 @@ impl Convo {
                 recheck: false,
                 recheck_moved: false,
                 retry_due: false,
+                reread: None,
             },
             last_catchup: now,
             quiet_since: None,
@@ -322,14 +337,18 @@ impl Convo {
         if self.cp.recheck_from.is_some_and(|r| r > self.cp.seq) {
             self.cp.recheck_from = None;
         }
+        // Kept until a page answers it (a failed fetch must not forget it).
+        // Below the dedup window too: what comes back there is delivered `Late` and the
+        // store drops what it has.
+        let reread = self.fetch.reread;
         let retry = std::mem::take(&mut self.fetch.retry_due)
             .then(|| self.due_unreachable(now))
             .flatten();
         let (since, limit, purpose) = match retry {
-            Some((from, to)) => (
-                Seq(from.0.saturating_sub(1)),
+            Some(at) => (
+                Seq(at.0.saturating_sub(1)),
                 config.max_page_limit,
-                Purpose::Retry { from, to },
+                Purpose::Retry { at },
             ),
             None => {
                 let recheck = self
@@ -338,14 +357,17 @@ impl Convo {
                     .filter(|_| self.fetch.recheck && !self.gap_open());
                 match recheck {
                     Some(r) => (Seq(r.0.saturating_sub(1)), self.fetch.limit, Purpose::Sync),
-                    None if self.fetch.narrow => {
+                    None if self.fetch.narrow && reread.is_none_or(|r| r >= self.cp.seq) => {
                         (self.cp.seq, config.max_page_limit, Purpose::Sync)
                     }
-                    None => (
-                        Seq(self.cp.seq.0.saturating_sub(1)),
-                        self.fetch.limit,
-                        Purpose::Sync,
-                    ),
+                    None => {
+                        let from = reread.map_or(self.cp.seq, |r| r.min(self.cp.seq));
+                        (
+                            Seq(from.0.saturating_sub(1)),
+                            self.fetch.limit,
+                            Purpose::Sync,
+                        )
+                    }
                 }
             }
         };
@@ -377,12 +399,22 @@ impl Convo {
     pub(crate) fn on_fetch_failed(&mut self, cx: &mut Ctx, failure: crate::Failure) {
         use crate::Failure as F;
         if let FetchState::InFlight {
-            purpose: Purpose::Retry { .. },
+            purpose: Purpose::Retry { at },
             ..
         } = self.fetch.state
         {
-            // The range is asked for again on its own slow schedule.
+            // The look goes on a while later, where it was.
             self.fetch.retry_due = false;
+            let later = cx.now + cx.config.unreachable_retry / 4;
+            if let Some(a) = self.active.as_mut() {
+                for u in a
+                    .unreachable
+                    .iter_mut()
+                    .filter(|u| u.from <= at && at <= u.to)
+                {
+                    u.next_try = later;
+                }
+            }
         }
         self.fetch.state = FetchState::Idle;
         let floor = match failure {

@@ -43,7 +43,7 @@ impl Convo {
     pub(crate) fn offer_streamed(&mut self, cx: &mut Ctx, message: Message) -> bool {
         let seq = message.seq;
         let delivered = self.offer(cx, message);
-        if delivered && self.cp.recheck_from.is_none() && seq > crate::Seq::ZERO {
+        if delivered && seq > crate::Seq::ZERO && self.cp.recheck_from.is_none_or(|r| r > seq) {
             // No page has confirmed this seq yet (a message sharing it may have lost its
             // stream event): the next catch-up starts here.
             self.cp.recheck_from = Some(seq);
@@ -111,22 +111,23 @@ impl Convo {
         let dropped = match active.buffer.insert(message, full) {
             Insert::Kept => {
                 *cx.buffered_total += 1;
-                false
+                None
             }
-            Insert::KeptEvicting(_) | Insert::Refused => true,
-            Insert::Duplicate => false,
+            Insert::KeptEvicting(evicted) => Some(evicted),
+            Insert::Refused => Some(seq),
+            Insert::Duplicate => None,
         };
         // A gap is open even if nothing could be kept: what was refused is owed a fetch.
         if active.gap_since.is_none() {
             active.gap_since = Some(now);
         }
-        if dropped {
-            // Not kept, still on the server: fetched forward from the checkpoint once the
-            // buffer drains (not at once, which would loop while a hole below waits for
-            // confirmation).
+        if let Some(dropped) = dropped {
+            // Not kept, still on the server: fetched once the buffer drains (not at once,
+            // which would loop while a hole below waits for confirmation), from its seq
+            // even if the checkpoint has got past it by then (another message there).
             active.overflowed = true;
+            self.fetch.reread = Some(self.fetch.reread.map_or(dropped, |r| r.min(dropped)));
         }
-        let _ = seq;
         false
     }
 
@@ -233,10 +234,12 @@ impl Convo {
     /// Delivers buffered messages that are now in order, and those that were waiting at a
     /// seq that has just been delivered for another id.
     pub(super) fn release(&mut self, cx: &mut Ctx) {
+        let mut drained = false;
         while let Some(active) = self.active.as_mut() {
             let Some(msgs) = active.buffer.pop_first_up_to(self.cp.seq.next()) else {
                 break;
             };
+            drained = true;
             *cx.buffered_total -= msgs.len();
             for m in msgs {
                 // `offer_now` delivers the next seq in order and a new id at a delivered seq
@@ -253,10 +256,14 @@ impl Convo {
             h.from = h.from.max(seq.next());
         }
         if active.buffer.is_empty() {
-            active.gap_since = None;
-            active.hole.clear();
-            if std::mem::take(&mut active.overflowed) {
-                // What did not fit is still on the server: fetch it now.
+            if !active.overflowed {
+                active.gap_since = None;
+                active.hole.clear();
+            } else if drained {
+                // The buffer drained: what did not fit is still on the server, fetch it now.
+                // (A buffer that held nothing to begin with — every slot taken elsewhere —
+                // waits for its sightings instead of asking again at once, in a loop.)
+                active.overflowed = false;
                 self.fetch.want = true;
             }
         }
@@ -283,7 +290,7 @@ impl Convo {
             to,
             next_try,
             tries: 0,
-            skipped: false,
+            at: from,
         });
         cx.commands.push_back(Command::Unreachable {
             convo: self.id.clone(),
@@ -296,11 +303,33 @@ impl Convo {
     /// Keeps asking for a range on a slow schedule.
     fn track(&mut self, range: Unreached) {
         let list = &mut self.active_mut().unreachable;
-        if list.len() >= MAX_UNREACHABLE {
-            // The oldest stays recorded (the application was told); it is no longer asked for.
-            list.remove(0);
-        }
         list.push(range);
+        list.sort_unstable_by_key(|u| u.from);
+        while list.len() > MAX_UNREACHABLE {
+            // Bounded memory without forgetting a seq: the two ranges closest together
+            // become one (a look at it reads the delivered seqs between them again too;
+            // the ids it recognises are dropped).
+            let i = (0..list.len() - 1)
+                .min_by_key(|&i| list[i + 1].from.0 - list[i].to.0)
+                .unwrap_or(0);
+            let next = list.remove(i + 1);
+            let u = &mut list[i];
+            u.to = u.to.max(next.to);
+            u.next_try = u.next_try.min(next.next_try);
+            u.tries = u.tries.min(next.tries);
+            u.at = u.from;
+        }
+        self.sync_unreachable();
+    }
+
+    /// The checkpoint carries the ranges still asked for, so that a restart goes on.
+    pub(super) fn sync_unreachable(&mut self) {
+        let ranges = self
+            .active
+            .as_ref()
+            .map(|a| a.unreachable.iter().map(|u| (u.from, u.to)).collect())
+            .unwrap_or_default();
+        self.cp.unreachable = ranges;
     }
 
     /// A message turned up at `seq`: an unreachable range holding it was reachable after
@@ -315,21 +344,23 @@ impl Convo {
                 if u.from < seq {
                     split = Some(Unreached {
                         to: Seq(seq.0 - 1),
+                        at: u.from,
                         ..*u
                     });
                 }
                 if seq < u.to {
                     u.from = seq.next();
+                    u.at = u.at.max(u.from);
                     return true;
                 }
                 return false;
             }
             true
         });
-        if let Some(u) = split {
-            if a.unreachable.len() < MAX_UNREACHABLE {
-                a.unreachable.push(u);
-            }
+        match split {
+            // `track` merges past the bound: no seq is forgotten.
+            Some(u) => self.track(u),
+            None => self.sync_unreachable(),
         }
     }
 }

@@ -18,10 +18,11 @@
 //! is delivered late. Paging goes on at once after every full page that moved anything,
 //! never waiting for a poll.
 
-use super::{Convo, Ctx, FetchState, Purpose, Sighting, SKIPPED_LOOKS, UNREACHABLE_BACKOFF_CAP};
+use super::{Convo, Ctx, FetchState, Purpose, Sighting, UNREACHABLE_BACKOFF_CAP};
 use crate::buffer::Buffer;
 use crate::{Anomaly, Gaps, Message, RequestId, Seq, Time};
 use smallvec::SmallVec;
+use std::time::Duration;
 
 /// Gaps above the checkpoint, each flagged with whether the page proved it empty.
 type Ranges = SmallVec<[(Seq, Seq, bool); 2]>;
@@ -83,6 +84,10 @@ impl Convo {
         present.dedup();
         let before = self.cp.seq;
         let recheck_before = self.cp.recheck_from;
+        if self.fetch.reread.is_some_and(|r| since < r) {
+            // This page reads it again (what it cannot keep sets it anew).
+            self.fetch.reread = None;
+        }
         let mut backwards = 0;
         for m in messages {
             if m.is_ephemeral() {
@@ -110,13 +115,18 @@ impl Convo {
         }
         let cut_seq = cut.map(|(_, s)| s);
         let widest = limit >= cx.config.max_page_limit;
-        if self.advance_recheck(since, full, widest, cut_seq, moved) {
+        if self.advance_recheck(since, full, widest, cut_seq, &present, moved) {
             // Messages at one seq filled the page: read it again, wider.
             self.fetch.limit = cx.config.max_page_limit;
         }
-        if let Purpose::Retry { from, to } = purpose {
-            let found = present.iter().any(|s| from <= *s && *s <= to);
-            self.retried(cx, from, to, full, found);
+        if let (true, Some(c)) = (full, cut_seq) {
+            // Another message at the cut seq may sort past the cut: the next forward fetch
+            // reads that seq again, even if the checkpoint gets past it meanwhile.
+            self.fetch.reread = Some(self.fetch.reread.map_or(c, |r| r.min(c)));
+        }
+        if let Purpose::Retry { at } = purpose {
+            let next = shown_from(at, &present);
+            self.retried(cx, at, full, next);
         }
 
         // Forward: what the page says about the gaps above the checkpoint.
@@ -158,10 +168,12 @@ impl Convo {
             self.fetch.want = true;
         }
         if self.fetch.recheck {
-            if self.cp.recheck_from.is_some_and(|r| r <= self.cp.seq) {
-                self.fetch.want = true;
-            } else {
+            if self.cp.recheck_from.is_none_or(|r| r > self.cp.seq) {
                 self.fetch.recheck = false;
+            } else if !self.gap_open() {
+                // Go on with the recheck (while a gap is open its fetches come first, and
+                // the recheck follows once it is settled).
+                self.fetch.want = true;
             }
         }
         if let Some(a) = self.active.as_mut() {
@@ -209,6 +221,7 @@ impl Convo {
         full: bool,
         widest: bool,
         cut_seq: Option<Seq>,
+        present: &[Seq],
         moved: bool,
     ) -> bool {
         let Some(r) = self.cp.recheck_from else {
@@ -217,11 +230,15 @@ impl Convo {
         if moved || since.next() > r {
             return false;
         }
-        let next = match (full, cut_seq) {
-            (false, _) => None,
-            (true, Some(c)) if c > r => Some(c),
-            (true, _) if !widest => return true,
-            (true, _) => Some(r.next()),
+        // A seq is confirmed where the page holds it below its cut seq (another message at
+        // the cut seq may be past it); a seq the page does not show sorts past the cut (a
+        // later epoch), and gets its own best view next.
+        let shown = shown_from(r, present).min(Seq(cut_seq.map_or(0, |c| c.0.saturating_sub(1))));
+        let next = match full {
+            false => None,
+            true if shown >= r => Some(shown.next()),
+            true if !widest => return true,
+            true => Some(r.next()),
         };
         self.cp.recheck_from = next.filter(|n| *n <= self.cp.seq);
         false
@@ -364,50 +381,84 @@ impl Convo {
         }
     }
 
-    /// The unreachable range due for another look, if any; its next look is scheduled
-    /// now (doubling, up to a cap), and cancelled if this one settles it.
-    pub(super) fn due_unreachable(&mut self, now: Time) -> Option<(Seq, Seq)> {
+    /// The unreachable range due for another look, if any: where that look reads next.
+    pub(super) fn due_unreachable(&mut self, now: Time) -> Option<Seq> {
         let a = self.active.as_mut()?;
         let u = a
             .unreachable
             .iter_mut()
             .filter(|u| u.next_try <= now)
             .min_by_key(|u| u.next_try)?;
-        u.tries = u.tries.saturating_add(1);
-        Some((u.from, u.to))
+        // Not asked again before this page is answered (or the fetch failed).
+        u.next_try = now + Duration::from_secs(3600);
+        Some(u.at)
     }
 
-    /// A retry of `from..=to` was answered. A short page showed everything there is there
-    /// (delivered late as it came): the range is settled. A full one showed what it could:
-    /// read on at once if it found part of the range, else look again later.
-    fn retried(&mut self, cx: &mut Ctx, from: Seq, to: Seq, full: bool, found: bool) {
+    /// A page of a look at an unreachable range, read from `at`, was answered (whatever it
+    /// held was delivered, late, as it came). A short page showed everything above `at`:
+    /// a look that began at the range's start settles it. A full one showed what sorts
+    /// before its cut: the look reads on from there at once, and once it has passed the
+    /// range, the next look comes later (doubling, up to a cap).
+    fn retried(&mut self, cx: &mut Ctx, at: Seq, full: bool, shown_to: Seq) {
         let base = cx.config.unreachable_retry;
-        let now = cx.now;
+        let (now, soon) = (cx.now, cx.now + cx.config.gap_wait);
         let Some(a) = self.active.as_mut() else {
             return;
         };
-        if !full {
-            a.unreachable.retain(|u| u.to < from || u.from > to);
+        // The range this look was for may have shrunk meanwhile (what turned up there was
+        // taken out of it): it is the one holding `at`, or the next one the page reached.
+        let reached = shown_to.next();
+        let i = a
+            .unreachable
+            .iter()
+            .position(|u| u.from <= at && at <= u.to)
+            .or_else(|| {
+                a.unreachable
+                    .iter()
+                    .position(|u| u.from > at && u.from <= reached)
+            });
+        let Some(i) = i else {
             return;
-        }
-        a.unreachable
-            .retain(|u| !(u.skipped && u.tries >= SKIPPED_LOOKS && u.from <= to && from <= u.to));
-        for u in a.unreachable.iter_mut() {
-            if u.from <= to && from <= u.to {
-                if found {
-                    // It showed part of the range: read on for the rest at once.
-                    u.tries = 0;
-                    u.next_try = now + cx.config.gap_wait;
-                    continue;
-                }
-                let factor = 1u32
-                    .checked_shl(u.tries.min(16))
-                    .unwrap_or(u32::MAX)
-                    .min(UNREACHABLE_BACKOFF_CAP);
-                u.next_try = now + base.saturating_mul(factor);
+        };
+        let u = &mut a.unreachable[i];
+        let at = at.max(u.from);
+        // Every seq gets its best view (a page from just below it): read on from the first
+        // seq this page did not show.
+        let next_at = full.then(|| shown_to.next().max(at.next()));
+        match next_at {
+            None if at == u.from => {
+                a.unreachable.remove(i);
+                self.sync_unreachable();
+                return;
             }
+            Some(n) if n <= u.to => {
+                u.at = n;
+                u.next_try = soon;
+                return;
+            }
+            _ => {}
         }
+        u.at = u.from;
+        u.tries = u.tries.saturating_add(1);
+        let factor = 1u32
+            .checked_shl(u.tries.min(16))
+            .unwrap_or(u32::MAX)
+            .min(UNREACHABLE_BACKOFF_CAP);
+        u.next_try = now + base.saturating_mul(factor);
     }
+}
+
+/// The last seq of the run of seqs from `from` up that the page holds (`from - 1` if it
+/// does not hold `from`): those a page from just below `from` showed.
+fn shown_from(from: Seq, present: &[Seq]) -> Seq {
+    let mut last = Seq(from.0.saturating_sub(1));
+    for s in present.iter().copied().filter(|s| *s >= from) {
+        if s != last.next() {
+            break;
+        }
+        last = s;
+    }
+    last
 }
 
 /// The gaps above `last` below the highest seq held by a page (`present`, sorted) or the

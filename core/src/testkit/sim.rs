@@ -362,9 +362,17 @@ impl Sim {
 
     fn drive(&mut self) {
         let last_send = self.cfg.messages as u64 * self.cfg.send_interval_ms * 2;
-        let end =
+        let mut end =
             Time::from_millis(last_send.max(self.cfg.faults_until.as_millis())) + self.cfg.settle;
+        // Unreachable ranges are asked for again on their own slow schedule (doubling from
+        // `unreachable_retry`): a run that declared any goes on long enough for four more
+        // looks, the liveness bound those ranges have.
+        let mut extended = false;
         loop {
+            if !extended && self.report.unreachable > 0 {
+                extended = true;
+                end = end + self.cfg.machine.unreachable_retry * 16;
+            }
             let next_ev = self.events.keys().next().map(|k| k.0);
             let next_timer = self.machine.poll_timeout();
             let t = match (next_ev, next_timer) {
