@@ -26,6 +26,22 @@ pub enum Command {
         /// The connection.
         stream: StreamId,
     },
+    /// Open the shared stream (one connection for many conversations: the Catbird
+    /// `mlsChat` WebSocket with a global ticket) covering `convos`, without a cursor (that
+    /// server replays nothing on resume, and blackholes a cursor it takes for the future).
+    /// Report back with `SharedOpened`, `SharedEvent` and `SharedClosed` naming `stream`.
+    /// A conversation joining means a new connection: the old one is closed first.
+    OpenShared {
+        /// The connection's name.
+        stream: StreamId,
+        /// The conversations it must cover (all the live ones).
+        convos: Vec<ConvoId>,
+    },
+    /// Close the shared stream; no `SharedClosed` is needed for it.
+    CloseShared {
+        /// The connection.
+        stream: StreamId,
+    },
     /// Fetch messages after a position; report back with `FetchPage` or `FetchFailed`.
     Fetch(FetchRequest),
     /// Hand one message to the application, in order. Store it with its checkpoint in one

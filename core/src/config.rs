@@ -64,6 +64,14 @@ pub struct Config {
     /// How long after a range was declared unreachable it is asked for again (60 s); each
     /// further look waits twice as long, up to 32 times this.
     pub unreachable_retry: Duration,
+    /// Live conversations share one stream (`Command::OpenShared`) instead of one each
+    /// (`Command::OpenStream`): the Catbird `mlsChat` WebSocket allows 5 sockets per
+    /// account, so a client in more conversations subscribes globally (false: the SSE
+    /// server's stream per conversation).
+    pub shared_stream: bool,
+    /// How long the shared stream waits after a conversation joins before it reconnects
+    /// to cover it, so that joins arriving together cost one reconnect (250 ms).
+    pub join_delay: Duration,
     /// Seed of the jitter RNG: the same seed and inputs give the same commands.
     pub rng_seed: u64,
 }
@@ -93,6 +101,8 @@ impl Default for Config {
             catch_up_overlap: 32,
             quiet_catch_up: Some(Duration::from_secs(15)),
             unreachable_retry: Duration::from_secs(60),
+            shared_stream: false,
+            join_delay: Duration::from_millis(250),
             rng_seed: 0x5EED_6A91_E55D_0C0D,
         }
     }

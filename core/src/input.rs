@@ -39,6 +39,30 @@ pub enum Input {
         /// Why, if it failed.
         error: Option<StreamError>,
     },
+    /// The shared stream asked for with `OpenShared` is connected.
+    SharedOpened {
+        /// The connection, as `OpenShared` named it.
+        stream: StreamId,
+    },
+    /// An event came over the shared stream. `convo` is the conversation it is about (the
+    /// event's `convoId`); `None` for what concerns the connection itself (a ping, an
+    /// info event naming no conversation), which counts for all its conversations. An
+    /// event about a conversation that is not subscribed is ignored.
+    SharedEvent {
+        /// The connection it came over.
+        stream: StreamId,
+        /// The conversation it is about.
+        convo: Option<ConvoId>,
+        /// The event.
+        event: StreamEvent,
+    },
+    /// The shared stream ended, cleanly (`error: None`) or not.
+    SharedClosed {
+        /// The connection.
+        stream: StreamId,
+        /// Why, if it failed.
+        error: Option<StreamError>,
+    },
     /// A fetch succeeded.
     FetchPage(Page),
     /// A fetch failed.

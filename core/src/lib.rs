@@ -32,6 +32,7 @@ mod error;
 mod input;
 mod machine;
 mod rng;
+mod shared;
 mod timers;
 mod types;
 

@@ -3,10 +3,11 @@
 
 use crate::convo::{Convo, Ctx, FetchState, Stream};
 use crate::rng::Rng;
+use crate::shared::{Shared, State};
 use crate::timers::{Key, TimerQueue};
 use crate::{
     Checkpoint, Command, Config, ConfigError, ConvoId, FetchRequest, Input, InputError, RequestId,
-    Time,
+    StreamError, StreamEvent, StreamId, Time,
 };
 use hashbrown::HashMap;
 use std::collections::VecDeque;
@@ -50,6 +51,8 @@ pub struct SyncMachine {
     buffered_total: usize,
     commands: VecDeque<Command>,
     stats: Stats,
+    /// The one stream of every live conversation, with `Config::shared_stream`.
+    shared: Shared,
 }
 
 /// Counters, for metrics and for tests that count work instead of timing it.
@@ -64,8 +67,10 @@ pub struct Stats {
     pub timer_queue_len: usize,
     /// Fetches issued.
     pub fetches: u64,
-    /// Streams opened.
+    /// Streams opened (shared ones included).
     pub streams: u64,
+    /// Shared streams refused for credentials (401).
+    pub shared_refusals: u64,
 }
 
 #[derive(Debug)]
@@ -93,6 +98,7 @@ impl SyncMachine {
             buffered_total: 0,
             commands: VecDeque::new(),
             stats: Stats::default(),
+            shared: Shared::new(),
         })
     }
 
@@ -166,7 +172,9 @@ impl SyncMachine {
                 }
                 let live = sub.live;
                 let key = self.insert(Convo::new(sub, &self.config, self.now));
-                if live {
+                if live && self.config.shared_stream {
+                    self.shared_join();
+                } else if live {
                     self.with(key, |c, cx| c.open_stream(cx, 0));
                 }
                 self.after(key);
@@ -198,6 +206,57 @@ impl SyncMachine {
                 self.with(key, |c, cx| c.stream_closed(cx, stream, error));
                 self.after(key);
             }
+            Input::SharedOpened { stream } => {
+                if let State::Opening { id, attempts, .. } = self.shared.state {
+                    if id == stream {
+                        self.shared.state = State::Open {
+                            id,
+                            since: self.now,
+                            last_activity: self.now,
+                            attempts,
+                        };
+                        self.for_members(|c, cx| c.shared_opened(cx));
+                    }
+                }
+            }
+            Input::SharedEvent {
+                stream,
+                convo,
+                event,
+            } => {
+                if self.shared.current() != Some(stream) {
+                    return Ok(());
+                }
+                if matches!(self.shared.state, State::Opening { .. }) {
+                    self.dispatch(Input::SharedOpened { stream })?;
+                }
+                if let State::Open { last_activity, .. } = &mut self.shared.state {
+                    *last_activity = self.now;
+                }
+                match convo {
+                    // A conversation of the account that is not subscribed: not ours.
+                    Some(convo) => {
+                        if let Ok(key) = self.key(&convo) {
+                            self.with(key, |c, cx| c.shared_event(cx, event));
+                            self.after(key);
+                        }
+                    }
+                    None => {
+                        if matches!(&event, StreamEvent::Info { .. }) {
+                            // About the connection, so about every conversation on it.
+                            self.for_members(|c, cx| c.shared_event(cx, event.clone()));
+                        }
+                    }
+                }
+            }
+            Input::SharedClosed { stream, error } => {
+                if self.shared.current() == Some(stream) {
+                    if error == Some(StreamError::Unauthorized) {
+                        self.stats.shared_refusals += 1;
+                    }
+                    self.shared_wait();
+                }
+            }
             Input::FetchPage(page) => {
                 // A result for a fetch the machine is not waiting for is ignored.
                 if let Some(key) = self.inflight.remove(&page.request) {
@@ -220,6 +279,9 @@ impl SyncMachine {
                 self.after(key);
             }
             Input::Resume { convo: None } => {
+                if let State::Waiting { attempts, .. } = self.shared.state {
+                    self.shared_open(attempts);
+                }
                 for slot in 0..self.slots.len() {
                     let key = Key {
                         slot: slot as u32,
@@ -237,6 +299,13 @@ impl SyncMachine {
     /// Does what is due at `now`. An early or spurious call does nothing.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
+        if self
+            .shared
+            .deadline(&self.config)
+            .is_some_and(|t| t <= self.now)
+        {
+            self.shared_timer();
+        }
         while let Some((at, key)) = self.timers.pop_due(self.now) {
             self.stats.timers_popped += 1;
             let valid = self.convo_mut(key).is_some_and(|c| {
@@ -281,7 +350,10 @@ impl SyncMachine {
     /// scheduled). Costs O(1) however many conversations are subscribed.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.peek()
+        match (self.timers.peek(), self.shared.deadline(&self.config)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- internals ----------------------------------------------------------------
@@ -378,6 +450,17 @@ impl SyncMachine {
                 stream: id,
             });
         }
+        if let Stream::Shared { .. } = convo.stream {
+            // Its events are ignored from now on; the connection goes when nobody is left.
+            self.shared.members = self.shared.members.saturating_sub(1);
+            if self.shared.members == 0 {
+                if let Some(stream) = self.shared.current() {
+                    self.commands.push_back(Command::CloseShared { stream });
+                }
+                self.shared.state = State::Idle;
+                self.shared.rejoin_at = None;
+            }
+        }
         if let Some(reason) = reason {
             self.commands.push_back(Command::Clear {
                 convo: convo.id,
@@ -410,6 +493,102 @@ impl SyncMachine {
             if convo.scheduled.is_none_or(|s| at < s) {
                 convo.scheduled = Some(at);
                 self.timers.push(at, key);
+            }
+        }
+    }
+
+    // ---- the shared stream ----------------------------------------------------------
+
+    /// A live conversation joined: connect if nothing is, or reconnect a little later to
+    /// cover it (joins close together share one reconnect).
+    fn shared_join(&mut self) {
+        self.shared.members += 1;
+        match self.shared.state {
+            State::Idle => self.shared_open(0),
+            State::Opening { .. } | State::Open { .. } => {
+                if self.shared.rejoin_at.is_none() {
+                    self.shared.rejoin_at = Some(self.now + self.config.join_delay);
+                }
+            }
+            // The next connection covers it.
+            State::Waiting { .. } => {}
+        }
+    }
+
+    fn shared_open(&mut self, attempts: u32) {
+        let stream = StreamId(self.next_stream);
+        self.next_stream += 1;
+        self.shared.rejoin_at = None;
+        self.shared.state = State::Opening {
+            id: stream,
+            since: self.now,
+            attempts,
+        };
+        let convos = self
+            .slots
+            .iter()
+            .filter_map(|s| s.convo.as_ref())
+            .filter(|c| matches!(c.stream, Stream::Shared { .. }))
+            .map(|c| c.id.clone())
+            .collect();
+        self.commands
+            .push_back(Command::OpenShared { stream, convos });
+    }
+
+    /// The connection ended (or is given up): every conversation on it rechecks what was
+    /// in flight, and it reopens after a backoff.
+    fn shared_wait(&mut self) {
+        let attempts = self.shared.attempts_after_close(self.now, &self.config);
+        let delay = crate::rng::backoff(&self.config, &mut self.rng, attempts);
+        self.shared.state = State::Waiting {
+            at: self.now + delay,
+            attempts,
+        };
+        self.shared.rejoin_at = None;
+        self.for_members(|c, cx| c.shared_closed(cx));
+    }
+
+    fn shared_timer(&mut self) {
+        let now = self.now;
+        match self.shared.state {
+            State::Waiting { at, attempts } if at <= now => self.shared_open(attempts),
+            State::Opening { id, since, .. } if since + self.config.idle_timeout <= now => {
+                self.commands.push_back(Command::CloseShared { stream: id });
+                self.shared_wait();
+            }
+            State::Open {
+                id, last_activity, ..
+            } if last_activity + self.config.idle_timeout <= now => {
+                self.commands.push_back(Command::CloseShared { stream: id });
+                self.shared_wait();
+            }
+            State::Opening { id, attempts, .. } | State::Open { id, attempts, .. }
+                if self.shared.rejoin_at.is_some_and(|t| t <= now) =>
+            {
+                // Cover the conversations that joined: a new connection, caught up anew.
+                self.commands.push_back(Command::CloseShared { stream: id });
+                self.for_members(|c, cx| c.shared_closed(cx));
+                self.shared_open(attempts);
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs `f` on every conversation the shared stream covers. O(subscribed): only on a
+    /// connect or a disconnect of the shared stream, never per message.
+    fn for_members(&mut self, mut f: impl FnMut(&mut Convo, &mut Ctx)) {
+        for slot in 0..self.slots.len() {
+            let key = Key {
+                slot: slot as u32,
+                gen: self.slots[slot].gen,
+            };
+            let member = self.slots[slot]
+                .convo
+                .as_ref()
+                .is_some_and(|c| matches!(c.stream, Stream::Shared { .. }));
+            if member {
+                self.with(key, &mut f);
+                self.after(key);
             }
         }
     }

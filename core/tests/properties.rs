@@ -95,14 +95,18 @@ fn machine_config() -> impl Strategy<Value = Config> {
         1u16..=60,
         1usize..=4,
         prop_oneof![1 => Just(gapless::MIN_MAX_PAGE_LIMIT), 1 => gapless::MIN_MAX_PAGE_LIMIT..=100u16],
+        any::<bool>(),
     )
-        .prop_map(|(buf, total, limit, inflight, max)| Config {
+        .prop_map(|(buf, total, limit, inflight, max, shared)| Config {
             max_buffered: buf,
             max_buffered_total: buf * total,
             // Down to the smallest limits `validate` accepts.
             page_limit: limit.min(max),
             max_page_limit: max,
             max_inflight_fetches: inflight,
+            // One stream for every live conversation (the mlsChat WebSocket) or one each
+            // (the SSE server).
+            shared_stream: shared,
             ..Config::default()
         })
 }

@@ -46,13 +46,9 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Exponential backoff with full jitter: uniform in `0..=min(cap, base·2^(attempt-1))`.
+    /// Exponential backoff with full jitter (see `rng::backoff`).
     fn backoff(&mut self, attempt: u32) -> Duration {
-        let base = self.config.backoff_base.as_millis() as u64;
-        let cap = self.config.backoff_cap.as_millis() as u64;
-        let shift = attempt.saturating_sub(1).min(40);
-        let ceiling = base.saturating_mul(1u64 << shift).min(cap);
-        Duration::from_millis(self.rng.up_to(ceiling))
+        crate::rng::backoff(self.config, self.rng, attempt)
     }
 
     fn anomaly(&mut self, convo: &ConvoId, anomaly: Anomaly) {
@@ -81,6 +77,8 @@ pub(crate) enum Stream {
         last_activity: Time,
         attempts: u32,
     },
+    /// Covered by the machine's shared stream (`Config::shared_stream`), open or not.
+    Shared { open: bool },
 }
 
 /// What a fetch is for.
@@ -131,7 +129,19 @@ pub(crate) struct Fetch {
     /// The next forward fetch reads from here if the checkpoint got past it: the cut seq of
     /// a full page (another message there may have sorted past the cut), or the lowest seq
     /// a message was not kept at for lack of buffer room.
-    reread: Option<Seq>,
+    /// (When it was asked for: only a page issued since then reads it.)
+    reread: Option<(Seq, Time)>,
+}
+
+impl Fetch {
+    /// The next forward fetch reads from `seq` at the latest (kept until a page issued from
+    /// now on answers it).
+    fn reread_from(&mut self, seq: Seq, now: Time) {
+        self.reread = Some(match self.reread {
+            Some((r, _)) if r <= seq => (r, now),
+            _ => (seq, now),
+        });
+    }
 }
 
 /// Seqs a page lacked, first seen at `seen`: settled only by a page issued at least
@@ -246,13 +256,13 @@ impl Convo {
             id: convo,
             cp: checkpoint,
             floor,
-            stream: if live {
-                Stream::Waiting {
+            stream: match (live, config.shared_stream) {
+                (true, false) => Stream::Waiting {
                     at: now,
                     attempts: 0,
-                }
-            } else {
-                Stream::Off
+                },
+                (true, true) => Stream::Shared { open: false },
+                (false, _) => Stream::Off,
             },
             fetch: Fetch {
                 state: FetchState::Idle,
@@ -273,7 +283,9 @@ impl Convo {
             doomed: None,
             active,
         };
-        if !live {
+        if !live || config.shared_stream {
+            // Without a stream of its own it catches up at once (a shared one may take a
+            // reconnect to cover it, and catches it up again when it opens).
             convo.catch_up(config);
         }
         convo
@@ -340,7 +352,7 @@ impl Convo {
         // Kept until a page answers it (a failed fetch must not forget it).
         // Below the dedup window too: what comes back there is delivered `Late` and the
         // store drops what it has.
-        let reread = self.fetch.reread;
+        let reread = self.fetch.reread.map(|(r, _)| r);
         let retry = std::mem::take(&mut self.fetch.retry_due)
             .then(|| self.due_unreachable(now))
             .flatten();
@@ -500,6 +512,38 @@ impl Convo {
         if let Some(cursor) = event.cursor() {
             self.cp.cursor = Some(cursor.clone());
         }
+        self.take_event(cx, event);
+    }
+
+    /// The shared stream covering this conversation connected: catch up on what the
+    /// (re)connect may have cost (nothing is replayed), and once more when it has been
+    /// quiet for `quiet_catch_up`.
+    pub(crate) fn shared_opened(&mut self, cx: &mut Ctx) {
+        if let Stream::Shared { open } = &mut self.stream {
+            *open = true;
+            self.catch_up(cx.config);
+            self.quiet_since = Some(cx.now);
+        }
+    }
+
+    /// The shared stream ended: what was in flight died with it.
+    pub(crate) fn shared_closed(&mut self, cx: &mut Ctx) {
+        if let Stream::Shared { open } = &mut self.stream {
+            *open = false;
+            let here = Seq(self.cp.seq.0.saturating_sub(cx.config.catch_up_overlap - 1));
+            self.lower_recheck(here);
+        }
+    }
+
+    /// An event about this conversation came over the shared stream. Its cursor is not
+    /// kept: the shared stream never resumes from one.
+    pub(crate) fn shared_event(&mut self, cx: &mut Ctx, event: StreamEvent) {
+        if matches!(self.stream, Stream::Shared { open: true }) {
+            self.take_event(cx, event);
+        }
+    }
+
+    fn take_event(&mut self, cx: &mut Ctx, event: StreamEvent) {
         match event {
             StreamEvent::Message { message, .. } => {
                 if !message.is_ephemeral() {
@@ -555,7 +599,7 @@ impl Convo {
             Stream::Open { attempts, .. }
             | Stream::Opening { attempts, .. }
             | Stream::Waiting { attempts, .. } => attempts,
-            Stream::Off => return,
+            Stream::Off | Stream::Shared { .. } => return,
         }
         .saturating_add(1);
         let at = cx.now + cx.backoff(attempts);
@@ -567,7 +611,7 @@ impl Convo {
     /// The period of the safety-net catch-up in the current state.
     fn poll_period(&self, config: &Config) -> Option<Duration> {
         match self.stream {
-            Stream::Open { .. } => config.healthy_poll_interval,
+            Stream::Open { .. } | Stream::Shared { open: true } => config.healthy_poll_interval,
             _ => Some(config.poll_interval),
         }
     }
@@ -580,7 +624,7 @@ impl Convo {
     /// that is silent (or never confirmed) for `idle_timeout`.
     fn stream_deadline(&self, config: &Config) -> Option<Time> {
         match self.stream {
-            Stream::Off => None,
+            Stream::Off | Stream::Shared { .. } => None,
             Stream::Waiting { at, .. } => Some(at),
             Stream::Opening { since, .. } => Some(since + config.idle_timeout),
             Stream::Open { last_activity, .. } => Some(last_activity + config.idle_timeout),
@@ -649,7 +693,7 @@ impl Convo {
                 Stream::Opening { id, .. } | Stream::Open { id, .. } => {
                     self.close_silent_stream(cx, id)
                 }
-                Stream::Off => {}
+                Stream::Off | Stream::Shared { .. } => {}
             }
         }
         if due(self.fetch.retry_at) {

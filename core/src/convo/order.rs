@@ -126,7 +126,7 @@ impl Convo {
             // which would loop while a hole below waits for confirmation), from its seq
             // even if the checkpoint has got past it by then (another message there).
             active.overflowed = true;
-            self.fetch.reread = Some(self.fetch.reread.map_or(dropped, |r| r.min(dropped)));
+            self.fetch.reread_from(dropped, now);
         }
         false
     }

@@ -84,7 +84,11 @@ impl Convo {
         present.dedup();
         let before = self.cp.seq;
         let recheck_before = self.cp.recheck_from;
-        if self.fetch.reread.is_some_and(|r| since < r) {
+        if self
+            .fetch
+            .reread
+            .is_some_and(|(r, at)| since < r && issued >= at)
+        {
             // This page reads it again (what it cannot keep sets it anew).
             self.fetch.reread = None;
         }
@@ -122,7 +126,7 @@ impl Convo {
         if let (true, Some(c)) = (full, cut_seq) {
             // Another message at the cut seq may sort past the cut: the next forward fetch
             // reads that seq again, even if the checkpoint gets past it meanwhile.
-            self.fetch.reread = Some(self.fetch.reread.map_or(c, |r| r.min(c)));
+            self.fetch.reread_from(c, cx.now);
         }
         if let Purpose::Retry { at } = purpose {
             let next = shown_from(at, &present);

@@ -177,6 +177,19 @@ enum Ev {
         convo: usize,
         stream: StreamId,
     },
+    /// The shared stream (every live conversation on one connection) connects.
+    ConnectShared {
+        gen: u32,
+        stream: StreamId,
+    },
+    CutShared {
+        gen: u32,
+        stream: StreamId,
+    },
+    PingShared {
+        gen: u32,
+        stream: StreamId,
+    },
     Restart,
 }
 
@@ -477,6 +490,29 @@ impl Sim {
                     self.schedule(at, Ev::Keepalive { gen, convo, stream });
                 }
             }
+            Ev::ConnectShared { gen, stream } => self.connect_shared(gen, stream),
+            Ev::CutShared { gen, stream } => {
+                if gen == self.gen && self.shared_connected(stream) {
+                    self.drop_shared(stream);
+                    let input = Input::SharedClosed {
+                        stream,
+                        error: Some(StreamError::Transient),
+                    };
+                    self.machine_input(input);
+                }
+            }
+            Ev::PingShared { gen, stream } => {
+                if gen == self.gen && self.shared_connected(stream) {
+                    let input = Input::SharedEvent {
+                        stream,
+                        convo: None,
+                        event: StreamEvent::Keepalive,
+                    };
+                    self.machine_input(input);
+                    let at = self.now + self.cfg.keepalive;
+                    self.schedule(at, Ev::PingShared { gen, stream });
+                }
+            }
             Ev::Restart => {
                 // Everything in flight dies with the process; what was stored survives.
                 self.gen += 1;
@@ -555,6 +591,11 @@ impl Sim {
         if !protected && self.roll(faults.drop) {
             return;
         }
+        let shared = self.cfg.machine.shared_stream;
+        if shared && !protected && self.roll(faults.slow_consumer) {
+            // The WebSocket server drops a slow consumer's events silently.
+            return;
+        }
         if !protected && self.roll(faults.slow_consumer) {
             let d = self.stream_delay();
             let event = StreamEvent::Info {
@@ -579,12 +620,59 @@ impl Sim {
                 cursor: cursor.clone(),
                 message: message.clone(),
             };
-            let input = Input::StreamEvent {
-                convo: name.clone(),
-                stream,
-                event,
+            let input = if shared {
+                Input::SharedEvent {
+                    stream,
+                    convo: Some(name.clone()),
+                    event,
+                }
+            } else {
+                Input::StreamEvent {
+                    convo: name.clone(),
+                    stream,
+                    event,
+                }
             };
             self.deliver_later(d, input, None);
+        }
+    }
+
+    fn shared_connected(&self, stream: StreamId) -> bool {
+        self.streams.iter().any(|s| *s == Some((stream, true)))
+    }
+
+    fn drop_shared(&mut self, stream: StreamId) {
+        for s in self.streams.iter_mut() {
+            if s.is_some_and(|(id, _)| id == stream) {
+                *s = None;
+            }
+        }
+    }
+
+    /// The shared stream connects: every conversation it was opened for is on it (none
+    /// joins later: the server fixes the set at connect time). Nothing is replayed.
+    fn connect_shared(&mut self, gen: u32, stream: StreamId) {
+        let members: Vec<usize> = (0..self.streams.len())
+            .filter(|&c| self.streams[c] == Some((stream, false)))
+            .collect();
+        if gen != self.gen || members.is_empty() {
+            return;
+        }
+        if self.roll(self.cfg.faults.connect_fail) {
+            self.drop_shared(stream);
+            let error = Some(StreamError::Transient);
+            self.machine_input(Input::SharedClosed { stream, error });
+            return;
+        }
+        for c in members {
+            self.streams[c] = Some((stream, true));
+        }
+        self.machine_input(Input::SharedOpened { stream });
+        let at = self.now + self.cfg.keepalive;
+        self.schedule(at, Ev::PingShared { gen, stream });
+        if self.roll(self.cfg.faults.cut) {
+            let after = Duration::from_millis(1 + self.rng.up_to(20_000));
+            self.schedule(self.now + after, Ev::CutShared { gen, stream });
         }
     }
 
@@ -689,6 +777,19 @@ impl Sim {
                     },
                 );
             }
+            Command::OpenShared { stream, convos } => {
+                self.report.streams += 1;
+                for convo in convos {
+                    let c = self.index[&convo];
+                    self.streams[c] = Some((stream, false));
+                    self.arrivals[c].clear();
+                    self.barriers[c] = Time::ZERO;
+                }
+                let d = self.stream_delay();
+                let gen = self.gen;
+                self.schedule(self.now + d, Ev::ConnectShared { gen, stream });
+            }
+            Command::CloseShared { stream } => self.drop_shared(stream),
             Command::CloseStream { convo, stream } => {
                 let c = self.index[&convo];
                 if self.streams[c].is_some_and(|(s, _)| s == stream) {

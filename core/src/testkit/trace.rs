@@ -20,6 +20,13 @@ pub fn format_command(command: &Command) -> String {
         Command::CloseStream { convo, stream } => {
             let _ = write!(s, "close-stream {convo} #{}", stream.0);
         }
+        Command::OpenShared { stream, convos } => {
+            let names: Vec<&str> = convos.iter().map(|c| c.as_str()).collect();
+            let _ = write!(s, "open-shared #{} [{}]", stream.0, names.join(" "));
+        }
+        Command::CloseShared { stream } => {
+            let _ = write!(s, "close-shared #{}", stream.0);
+        }
         Command::Fetch(f) => {
             let _ = write!(
                 s,
