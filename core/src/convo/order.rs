@@ -210,7 +210,12 @@ impl Convo {
         let window = config.dedup_window;
         // While a recheck is pending the window keeps what it must check, up to a bound.
         let cap = window.saturating_mul(RECHECK_WINDOW_FACTOR);
-        let keep_from = self.cp.recheck_from;
+        // ... and from where the next forward fetch re-reads.
+        let reread = self.fetch.reread.map(|(r, _)| r);
+        let keep_from = match (self.cp.recheck_from, reread) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut floor = self.floor;
         let recent = &mut self.active_mut().recent;
         for k in ids {

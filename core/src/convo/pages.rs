@@ -84,13 +84,25 @@ impl Convo {
         present.dedup();
         let before = self.cp.seq;
         let recheck_before = self.cp.recheck_from;
-        if self
+        let answered = self
             .fetch
             .reread
-            .is_some_and(|(r, at)| since < r && issued >= at)
-        {
+            .filter(|&(r, at)| since < r && issued >= at)
+            .map(|(r, _)| r);
+        if answered.is_some() {
             // This page reads it again (what it cannot keep sets it anew).
             self.fetch.reread = None;
+        }
+        // A re-read chains into another from its own cut only within the recheck's reach
+        // of the checkpoint: a re-read walk that fell that far behind a fast stream stops,
+        // rather than re-reading the whole history behind it.
+        let reach = Seq(before.0.saturating_sub(Self::recheck_reach(cx.config)));
+        let new_ground = cut.is_some_and(|(_, c)| answered.is_none_or(|_| c >= reach));
+        if let (true, Some((_, c)), true) = (full, cut, new_ground) {
+            // Another message at the cut seq may sort past the cut: the next forward fetch
+            // reads that seq again, even if the checkpoint gets past it meanwhile. Set
+            // before the page is delivered, so that the ids from there on stay known.
+            self.fetch.reread_from(c, cx.now);
         }
         let mut backwards = 0;
         for m in messages {
@@ -122,11 +134,6 @@ impl Convo {
         if self.advance_recheck(since, full, widest, cut_seq, &present, moved) {
             // Messages at one seq filled the page: read it again, wider.
             self.fetch.limit = cx.config.max_page_limit;
-        }
-        if let (true, Some(c)) = (full, cut_seq) {
-            // Another message at the cut seq may sort past the cut: the next forward fetch
-            // reads that seq again, even if the checkpoint gets past it meanwhile.
-            self.fetch.reread_from(c, cx.now);
         }
         if let Purpose::Retry { at } = purpose {
             let next = shown_from(at, &present);
