@@ -290,7 +290,7 @@ async fn a_message_frame_is_laid_out_as_the_real_servers() {
 #[tokio::test]
 async fn refusals_are_plain_http_before_the_upgrade() {
     let mut o = options(Faults::default());
-    o.ticket_ttl = Duration::from_millis(300);
+    o.ticket_ttl = Duration::from_secs(1);
     let s = DevServer::start(o).await.unwrap();
     s.create_convo("c");
     let base = format!("ws://{}/xrpc/{MLSCHAT_SUBSCRIBE_EVENTS}", s.addr());
@@ -319,7 +319,7 @@ async fn refusals_are_plain_http_before_the_upgrade() {
     let first = connect(&url).await;
     let second = connect(&url).await;
     drop((first, second));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(refused(&url).await, (401, vec![], None), "expired");
 
     // The ticket itself: 403 with an empty body for a conversation that does not exist.
@@ -372,12 +372,13 @@ async fn pings_come_at_once_and_every_period() {
     let started = tokio::time::Instant::now();
     let mut pings = 0;
     while started.elapsed() < Duration::from_millis(500) {
-        match next(&mut ws, Duration::from_millis(300)).await {
+        match next(&mut ws, Duration::from_secs(2)).await {
             Some(Got::Ping) => pings += 1,
             other => panic!("{other:?}"),
         }
     }
-    assert!((3..=4).contains(&pings), "{pings} pings in 500 ms");
+    // At 150, 300 and 450 ms (a busy machine may delay one past the window).
+    assert!((2..=4).contains(&pings), "{pings} pings in 500 ms");
     // A client's WebSocket Ping gets a Pong (021).
     ws.send(Message::Ping(b"hi".to_vec().into())).await.unwrap();
     let pong = loop {
@@ -400,8 +401,11 @@ async fn a_global_socket_carries_the_conversations_of_connect_time_only() {
     for c in ["a", "later", "b", "a", "later"] {
         s.post(c, vec![1]);
     }
-    let (got, ended) = frames(&mut ws, Duration::from_millis(300)).await;
-    assert!(!ended);
+    let got = frames_n(&mut ws, 3, Duration::from_secs(3)).await;
+    assert_eq!(
+        frames(&mut ws, Duration::from_millis(300)).await,
+        (vec![], false)
+    );
     let convos: Vec<String> = got.iter().map(|f| message(f).unwrap().0).collect();
     assert_eq!(
         convos,
@@ -482,12 +486,16 @@ async fn a_cursor_replays_nothing_and_only_filters_live_events() {
     for n in 5..=7 {
         s.post("c", vec![n]);
     }
-    let (got, _) = frames(&mut ws, Duration::from_millis(300)).await;
+    let got = frames_n(&mut ws, 1, Duration::from_secs(2)).await;
     assert_eq!(
         got.iter()
             .map(|f| (f.seq.unwrap(), message(f).unwrap().1))
             .collect::<Vec<_>>(),
         vec![(3, 7)]
+    );
+    assert_eq!(
+        frames(&mut ws, Duration::from_millis(200)).await,
+        (vec![], false)
     );
 }
 
@@ -539,7 +547,7 @@ async fn socket_with(faults: Faults, posts: u8) -> (Vec<Frame>, bool, DevServer)
     for n in 0..posts {
         s.post("c", vec![n]);
     }
-    let (got, ended) = frames(&mut ws, Duration::from_millis(400)).await;
+    let (got, ended) = frames(&mut ws, Duration::from_millis(600)).await;
     (got, ended, s)
 }
 
@@ -631,13 +639,13 @@ async fn socket_faults_drop_duplicate_reorder_and_cut() {
         for n in 0..10 {
             s.post("c", vec![n]);
         }
-        let (got, _) = frames(&mut ws, Duration::from_millis(200)).await;
+        let (got, _) = frames(&mut ws, Duration::from_millis(600)).await;
         let f = frame_seqs(&got);
         assert_eq!(
             f,
             seqs_of(&got).iter().map(|&s| s as i64).collect::<Vec<_>>()
         );
-        if f.len() < 10 {
+        if f.first() != Some(&1) || f.windows(2).any(|w| w[1] > w[0] + 1) {
             seen_gap = true;
             break;
         }
@@ -682,7 +690,7 @@ async fn the_same_seed_gives_the_same_socket_fault_schedule() {
         for n in 0..80u8 {
             s.post("c", vec![n]);
         }
-        let (got, _) = frames(&mut ws, Duration::from_millis(400)).await;
+        let (got, _) = frames(&mut ws, Duration::from_millis(800)).await;
         let schedule = got
             .iter()
             .map(|f| (f.seq.unwrap(), message(f).map_or(0, |m| m.1)))
