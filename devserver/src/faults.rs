@@ -11,15 +11,19 @@ use std::time::Duration;
 /// Fault rates, per mille, and delays; and the rate limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
-    /// A stream event is not sent.
+    /// A stream event is not sent (on an mlsChat socket: after it was numbered, so the
+    /// frame seqs show a gap).
     pub drop: u16,
     /// A stream event is sent twice.
     pub duplicate: u16,
     /// A stream event is held back and sent after the next one.
     pub reorder: u16,
-    /// A stream event is not sent and an `infoEvent` `slow-consumer` is sent instead.
+    /// A stream event is not sent and an `infoEvent` `slow-consumer` is sent instead. On an
+    /// mlsChat socket it is lost silently and unnumbered, as the real server loses events
+    /// for a lagging subscriber: no notice, no gap in the frame seqs.
     pub slow_consumer: u16,
-    /// A stream is cut after a random time up to `cut_after_max`.
+    /// A stream is cut after a random time up to `cut_after_max` (an mlsChat socket: its
+    /// TCP connection is dropped, without a close frame).
     pub cut: u16,
     /// Longest time before a cut.
     pub cut_after_max: Duration,

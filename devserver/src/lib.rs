@@ -14,6 +14,18 @@
 //! # }
 //! ```
 //!
+//! ## The mlsChat API
+//!
+//! Beside those (SSE-era `blue.catbird.mls.*`) routes, the same server speaks the newest API
+//! (`blue.catbird.mlsChat.*`, real server commit 5278d0c, `shared/catbird/ws/`) from the same
+//! logs and fault plan, so one server serves both drivers: `getSubscriptionTicket` (a ticket
+//! for one conversation or all, good for [`Options::ticket_ttl`]), the `subscribeEvents`
+//! WebSocket (DAG-CBOR frames, a Ping at once and every [`Options::ws_ping`], at most
+//! [`Options::max_sockets`] open, nothing replayed, commits never pushed, no close frame),
+//! `getMessages` (`type=app|all|commit`, newest-first without `sinceSeq`, never `gapInfo`) and
+//! `sendMessage` (same `msgId`, same answer). The socket's faults and what they mean there
+//! are in the `mlschat` module's source.
+//!
 //! ## Tokens
 //!
 //! Like the real server, every request needs `Authorization: Bearer <token>`. A token is
@@ -37,6 +49,7 @@
 
 mod faults;
 mod limits;
+mod mlschat;
 mod state;
 
 pub use faults::{Faults, Plan, Profile};
@@ -59,7 +72,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// How to run the server.
 #[derive(Clone, Debug)]
@@ -76,6 +89,14 @@ pub struct Options {
     pub keepalive: Duration,
     /// Port on 127.0.0.1 (0: any free port).
     pub port: u16,
+    /// WebSocket Ping period on mlsChat sockets (30 s, as the real server; one Ping is
+    /// also sent right after the upgrade).
+    pub ws_ping: Duration,
+    /// How long a subscription ticket opens sockets (30 s, as the real server).
+    pub ticket_ttl: Duration,
+    /// mlsChat sockets the account may hold open at once (5, as the real server; the next
+    /// upgrade gets 429). Every client of a dev server is the same account.
+    pub max_sockets: usize,
 }
 
 impl Options {
@@ -88,6 +109,9 @@ impl Options {
             secret: "dev-secret".into(),
             keepalive: Duration::from_secs(15),
             port: 0,
+            ws_ping: Duration::from_secs(30),
+            ticket_ttl: Duration::from_secs(30),
+            max_sockets: 5,
         }
     }
 }
@@ -115,6 +139,10 @@ pub enum StartError {
 struct Shared {
     state: Arc<Mutex<State>>,
     options: Arc<Options>,
+    /// Where it listens (for the tickets' `endpoint`).
+    addr: SocketAddr,
+    /// Changes when the server is dropped: open sockets end then.
+    closing: watch::Receiver<()>,
 }
 
 /// A running server. Dropping it stops it.
@@ -122,6 +150,7 @@ pub struct DevServer {
     addr: SocketAddr,
     shared: Shared,
     stop: Option<oneshot::Sender<()>>,
+    closing: watch::Sender<()>,
 }
 
 impl DevServer {
@@ -137,9 +166,12 @@ impl DevServer {
             port: options.port,
             source,
         })?;
+        let (closing, closing_rx) = watch::channel(());
         let shared = Shared {
             state: Arc::new(Mutex::new(State::new(options.faults.clone(), options.seed))),
             options: Arc::new(options),
+            addr,
+            closing: closing_rx,
         };
         let app = Router::new()
             .route(&format!("/xrpc/{GET_MESSAGES}"), get(get_messages))
@@ -148,6 +180,7 @@ impl DevServer {
                 get(stream_events),
             )
             .route(&format!("/xrpc/{SEND_MESSAGE}"), post(send_message))
+            .merge(mlschat::routes())
             .route("/health", get(|| async { "ok" }))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -162,6 +195,7 @@ impl DevServer {
             addr,
             shared,
             stop: Some(stop),
+            closing,
         })
     }
 
@@ -270,6 +304,11 @@ impl DevServer {
         self.shared.state.lock().expect("state").counts.clone()
     }
 
+    /// mlsChat sockets open now (at most [`Options::max_sockets`]).
+    pub fn open_sockets(&self) -> usize {
+        self.shared.state.lock().expect("state").open_sockets
+    }
+
     /// The options it runs with.
     pub fn options(&self) -> &Options {
         &self.shared.options
@@ -281,12 +320,19 @@ impl Drop for DevServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        let _ = self.closing.send(());
     }
 }
 
 fn post_message(shared: &Shared, convo: &str, req: Send) -> Sent {
     let now = Instant::now();
     let (sent, late) = shared.state.lock().expect("state").send(convo, req, now);
+    schedule_late(shared, convo, &sent, late);
+    sent
+}
+
+/// Makes a late-committing message visible when its delay has passed.
+fn schedule_late(shared: &Shared, convo: &str, sent: &Sent, late: Option<usize>) {
     if let (Some(index), Some(delay)) = (late, sent.late_by) {
         let shared = shared.clone();
         let convo = convo.to_string();
@@ -299,7 +345,6 @@ fn post_message(shared: &Shared, convo: &str, req: Send) -> Sent {
                 .make_visible(&convo, index);
         });
     }
-    sent
 }
 
 // ---- auth ---------------------------------------------------------------------------
@@ -454,12 +499,40 @@ async fn get_messages(
         .and_then(|l| l.parse::<i64>().ok())
         .unwrap_or(50)
         .clamp(1, 100) as usize;
+    if let Err(refused) = fetch_faults(&shared, convo).await {
+        return refused;
+    }
+    let state = shared.state.lock().expect("state");
+    let since = match (since_seq, q.get("sinceMessage")) {
+        (Some(s), _) => Some(s),
+        (None, Some(id)) => match state.seq_of(convo, id) {
+            Some(seq) => Some(seq as i64),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(serde_json::json!({"error": "InvalidCursor", "message": "unknown sinceMessage"})),
+                )
+                    .into_response()
+            }
+        },
+        (None, None) => None,
+    };
+    match state.page(convo, since, limit, Instant::now()) {
+        Some(page) => Json(page).into_response(),
+        None => StatusCode::FORBIDDEN.into_response(),
+    }
+}
+
+/// The fetch faults of a `getMessages` call (either API), the n-th of its conversation:
+/// 500, 429 with `Retry-After: 1`, a hang, a slow answer; or 403 for no such conversation.
+/// `Ok` once any delay has passed.
+async fn fetch_faults(shared: &Shared, convo: &str) -> Result<(), Response> {
     let (fault, delay) = {
         let mut state = shared.state.lock().expect("state");
         let plan = state.plan;
         let f = state.faults.clone();
-        let Some(log) = state.convos.get_mut(convo.as_str()) else {
-            return StatusCode::FORBIDDEN.into_response();
+        let Some(log) = state.convos.get_mut(convo) else {
+            return Err(StatusCode::FORBIDDEN.into_response());
         };
         let n = log.fetches;
         log.fetches += 1;
@@ -486,34 +559,18 @@ async fn get_messages(
         (fault, delay)
     };
     match fault {
-        Some("fetch_error") => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Some("fetch_error") => return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
         Some("fetch_rate_limit") => {
-            return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")]).into_response()
+            return Err(
+                (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")]).into_response(),
+            )
         }
         _ => {}
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let state = shared.state.lock().expect("state");
-    let since = match (since_seq, q.get("sinceMessage")) {
-        (Some(s), _) => Some(s),
-        (None, Some(id)) => match state.seq_of(convo, id) {
-            Some(seq) => Some(seq as i64),
-            None => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(serde_json::json!({"error": "InvalidCursor", "message": "unknown sinceMessage"})),
-                )
-                    .into_response()
-            }
-        },
-        (None, None) => None,
-    };
-    match state.page(convo, since, limit, Instant::now()) {
-        Some(page) => Json(page).into_response(),
-        None => StatusCode::FORBIDDEN.into_response(),
-    }
+    Ok(())
 }
 
 // ---- sendMessage ----------------------------------------------------------------------
@@ -689,7 +746,9 @@ async fn pump_stream(
             }
             msg = rx.recv() => {
                 let frames = match msg {
-                    Ok(live) => {
+                    // Socket-only events (typing, reactions) are not on this stream.
+                    Ok(Live { sse: None, .. }) => continue,
+                    Ok(Live { sse: Some(json), .. }) => {
                         let n = event_no;
                         event_no += 1;
                         let a = k ^ (stream_no << 32);
@@ -703,10 +762,10 @@ async fn pump_stream(
                             vec![slow_consumer_frame(n)]
                         } else if held.is_none() && roll(f.reorder, Topic::Reorder) {
                             count("reorder");
-                            held = Some(data_frame(&live.json));
+                            held = Some(data_frame(&json));
                             vec![]
                         } else {
-                            let frame = data_frame(&live.json);
+                            let frame = data_frame(&json);
                             let mut out = vec![frame.clone()];
                             if roll(f.duplicate, Topic::Duplicate) {
                                 count("duplicate");

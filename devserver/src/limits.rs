@@ -70,7 +70,14 @@ impl RateLimits {
             ("reportMember", 5),
         ]
         .into_iter()
-        .map(|(m, n)| (format!("blue.catbird.mls.{m}"), n))
+        // The real middleware matches the method's name anywhere in the URI: the mlsChat
+        // method of the same name shares the quota.
+        .flat_map(|(m, n)| {
+            [
+                (format!("blue.catbird.mls.{m}"), n),
+                (format!("blue.catbird.mlsChat.{m}"), n),
+            ]
+        })
         .collect();
         RateLimits {
             per_minute,
@@ -323,6 +330,8 @@ mod tests {
         assert_eq!(l.quota("/xrpc/blue.catbird.mls.streamConvoEvents"), 200);
         assert_eq!(l.quota("/xrpc/blue.catbird.mls.sendMessage"), 100);
         assert_eq!(l.quota("/xrpc/blue.catbird.mls.createConvo"), 5);
+        assert_eq!(l.quota("/xrpc/blue.catbird.mlsChat.sendMessage"), 100);
+        assert_eq!(l.quota("/xrpc/blue.catbird.mlsChat.getMessages"), 200);
     }
 
     #[test]

@@ -51,6 +51,57 @@ impl Stored {
         }
     }
 
+    /// The message as mlsChat `getMessages` returns it: `createdAt` in milliseconds, `Z`.
+    pub(crate) fn chat_view(&self, convo: &str) -> MessageView {
+        MessageView {
+            created_at: humantime::format_rfc3339_millis(self.created).to_string(),
+            ..self.view(convo, false)
+        }
+    }
+
+    /// An entry of mlsChat's `commits` array.
+    pub(crate) fn commit_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "epoch": self.epoch,
+            "commitData": Ciphertext::from_bytes(&self.ciphertext),
+            "sender": null,
+            "createdAt": humantime::format_rfc3339_millis(self.created).to_string(),
+        })
+    }
+
+    /// The socket's `messageEvent` (nanoseconds in `createdAt`, `messageType` always;
+    /// `ephemeral: true` and seq 0 for an ephemeral message), or `None` for a commit: the
+    /// real server never pushes commits on the socket.
+    pub(crate) fn ws_event(&self, convo: &str, cursor: String) -> Option<WsEvent> {
+        if self.commit {
+            return None;
+        }
+        let message = MessageView {
+            created_at: humantime::format_rfc3339_nanos(self.created).to_string(),
+            message_type: Some("app".into()),
+            ..self.view(convo, false)
+        };
+        let mut fields = serde_json::json!({ "message": message });
+        if self.seq == 0 {
+            fields["ephemeral"] = true.into();
+        }
+        Some(WsEvent::new(
+            "messageEvent",
+            "#messageEvent",
+            cursor,
+            fields,
+        ))
+    }
+
+    /// What subscribers of both APIs receive when it becomes visible.
+    fn live(&self, convo: &str, ws_cursor: String) -> Live {
+        Live {
+            sse: Some(self.event_json(convo).into()),
+            ws: self.ws_event(convo, ws_cursor).map(Arc::new),
+        }
+    }
+
     /// The `messageEvent` frame's JSON.
     pub(crate) fn event_json(&self, convo: &str) -> String {
         serde_json::json!({
@@ -62,10 +113,57 @@ impl Stored {
     }
 }
 
-/// What a stream subscriber receives.
+/// What a stream subscriber receives: the SSE frame's JSON, the socket's event, or both.
 #[derive(Clone, Debug)]
 pub(crate) struct Live {
-    pub(crate) json: Arc<str>,
+    /// The `streamConvoEvents` JSON (`None`: not on the SSE stream).
+    pub(crate) sse: Option<Arc<str>>,
+    /// The `subscribeEvents` event (`None`: not on the socket; commits never are).
+    pub(crate) ws: Option<Arc<WsEvent>>,
+}
+
+/// One event of the mlsChat socket, before the connection numbers it: each socket adds its
+/// own top-level `seq` and encodes the frame.
+#[derive(Clone, Debug)]
+pub(crate) struct WsEvent {
+    /// The header's `t` (`#messageEvent`).
+    pub(crate) t: &'static str,
+    /// The body without `seq`.
+    pub(crate) body: serde_json::Map<String, serde_json::Value>,
+    /// The body's `cursor` (what a connection's cursor filter compares).
+    pub(crate) cursor: String,
+}
+
+/// The `$type` namespace the real server writes on the socket (the old one).
+const WS_NSID: &str = gapless_catbird::LEGACY_SUBSCRIBE_CONVO_EVENTS;
+
+/// The caller of every request: the dev server's tokens name no account (see
+/// `limits::RateLimits`), so typing and reaction events carry this DID.
+pub(crate) const DEV_DID: &str = "did:web:127.0.0.1";
+
+impl WsEvent {
+    /// An event of kind `short` (`typingEvent`) with its fields; `$type` and `cursor` added.
+    pub(crate) fn new(
+        short: &'static str,
+        t: &'static str,
+        cursor: String,
+        fields: serde_json::Value,
+    ) -> WsEvent {
+        let mut body = match fields {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        body.insert("$type".into(), format!("{WS_NSID}#{short}").into());
+        body.insert("cursor".into(), cursor.clone().into());
+        WsEvent { t, body, cursor }
+    }
+
+    /// The binary message for frame `seq`, encoded as the real server encodes it.
+    pub(crate) fn frame(&self, seq: u64) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.insert("seq".into(), seq.into());
+        gapless_catbird::realtime::encode_event_frame(self.t, &serde_json::Value::Object(body))
+    }
 }
 
 pub(crate) struct Log {
@@ -78,9 +176,16 @@ pub(crate) struct Log {
     pub(crate) tx: broadcast::Sender<Live>,
     pub(crate) streams_opened: u64,
     pub(crate) fetches: u64,
+    /// mlsChat `sendMessage` answers by `msgId`: a resend gets the first answer again.
+    pub(crate) replies: HashMap<String, serde_json::Value>,
 }
 
 impl Log {
+    /// The conversation's current epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     fn new() -> Log {
         let (tx, _) = broadcast::channel(4096);
         Log {
@@ -92,6 +197,7 @@ impl Log {
             tx,
             streams_opened: 0,
             fetches: 0,
+            replies: HashMap::new(),
         }
     }
 }
@@ -155,6 +261,23 @@ pub(crate) struct State {
     pub(crate) used_nonces: HashMap<String, Instant>,
     /// The account's rate-limit buckets (used when `faults.limits` is set).
     pub(crate) limiter: Limiter,
+    /// Cursors of socket events so far.
+    next_ws_cursor: u64,
+    /// Subscription tickets issued and not yet pruned.
+    pub(crate) tickets: HashMap<String, Grant>,
+    /// mlsChat sockets open now (the account's: all of them).
+    pub(crate) open_sockets: usize,
+    /// mlsChat sockets opened so far (the plan's index).
+    pub(crate) sockets_opened: u64,
+}
+
+/// What a subscription ticket grants.
+#[derive(Clone, Debug)]
+pub(crate) struct Grant {
+    /// The conversation (`None`: a global ticket).
+    pub(crate) convo: Option<String>,
+    /// When it stops opening sockets.
+    pub(crate) expires: Instant,
 }
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -174,6 +297,13 @@ pub(crate) fn valid_cursor(c: &str) -> bool {
         && c.bytes().all(|b| {
             CROCKFORD.contains(&b.to_ascii_uppercase()) || b"ILOU".contains(&b.to_ascii_uppercase())
         })
+}
+
+/// A socket event's cursor: its own sequence (the real server's are per conversation and
+/// event type, generated after the fact), uppercase like a ULID, so that any lowercase text
+/// sorts above every one.
+fn ws_cursor(counter: u64, plan: &Plan) -> String {
+    cursor(counter, plan.value(Topic::Payload, counter, 2))
 }
 
 fn uuid(v: u64, w: u64) -> String {
@@ -197,6 +327,10 @@ impl State {
             counts: FaultCounts::default(),
             used_nonces: HashMap::new(),
             limiter: Limiter::default(),
+            next_ws_cursor: 0,
+            tickets: HashMap::new(),
+            open_sockets: 0,
+            sockets_opened: 0,
         }
     }
 
@@ -288,15 +422,19 @@ impl State {
             visible: late_by.is_none(),
             expires: expires_in.map(|d| now + d),
         };
-        let json = stored.event_json(convo);
+        let live = late_by.is_none().then(|| {
+            self.next_ws_cursor += 1;
+            stored.live(convo, ws_cursor(self.next_ws_cursor, &plan))
+        });
+        let log = self.convos.get_mut(convo).expect("created");
         let index = if ephemeral {
             None
         } else {
             log.stored.push(stored);
             Some(log.stored.len() - 1)
         };
-        if late_by.is_none() {
-            let _ = log.tx.send(Live { json: json.into() });
+        if let Some(live) = live {
+            let _ = log.tx.send(live);
         }
         for c in counts {
             self.counts.bump(c);
@@ -313,13 +451,81 @@ impl State {
 
     /// A late message commits.
     pub(crate) fn make_visible(&mut self, convo: &str, index: usize) {
+        self.next_ws_cursor += 1;
+        let cursor = ws_cursor(self.next_ws_cursor, &self.plan);
         if let Some(log) = self.convos.get_mut(convo) {
             if let Some(s) = log.stored.get_mut(index) {
                 s.visible = true;
-                let json = s.event_json(convo);
-                let _ = log.tx.send(Live { json: json.into() });
+                let _ = log.tx.send(s.live(convo, cursor));
             }
         }
+    }
+
+    /// Sends an event to the conversation's sockets only (typing, reactions): returns its
+    /// cursor, or `None` if there is no such conversation.
+    pub(crate) fn broadcast_ws(
+        &mut self,
+        convo: &str,
+        short: &'static str,
+        t: &'static str,
+        fields: serde_json::Value,
+    ) -> Option<String> {
+        let log = self.convos.get(convo)?;
+        self.next_ws_cursor += 1;
+        let cursor = ws_cursor(self.next_ws_cursor, &self.plan);
+        let event = WsEvent::new(short, t, cursor.clone(), fields);
+        let _ = log.tx.send(Live {
+            sse: None,
+            ws: Some(Arc::new(event)),
+        });
+        Some(cursor)
+    }
+
+    /// The rows `getMessages` may serve with `seq > since`, unordered.
+    fn rows(log: &Log, since_seq: Option<i64>, now: Instant) -> Vec<&Stored> {
+        log.stored
+            .iter()
+            .filter(|s| s.served(now) && since_seq.is_none_or(|since| s.seq as i64 > since))
+            .collect()
+    }
+
+    /// mlsChat `getMessages`' messages, as the real server answers: with `since_seq`,
+    /// `seq > since ORDER BY epoch, seq LIMIT limit`; without, the newest `limit` in
+    /// `(epoch, seq)` descending order. `None`: no such conversation.
+    pub(crate) fn chat_page(
+        &self,
+        convo: &str,
+        since_seq: Option<i64>,
+        limit: usize,
+        now: Instant,
+    ) -> Option<Vec<MessageView>> {
+        let log = self.convos.get(convo)?;
+        let mut rows = State::rows(log, since_seq, now);
+        rows.sort_by_key(|s| (s.epoch, s.seq));
+        if since_seq.is_none() {
+            rows.reverse();
+        }
+        rows.truncate(limit);
+        Some(rows.iter().map(|s| s.chat_view(convo)).collect())
+    }
+
+    /// mlsChat's `commits` array: every commit served with an epoch in `from..=to` (`to`
+    /// defaults to the current epoch), by epoch. `None`: no such conversation.
+    pub(crate) fn chat_commits(
+        &self,
+        convo: &str,
+        from: u64,
+        to: Option<u64>,
+        now: Instant,
+    ) -> Option<Vec<serde_json::Value>> {
+        let log = self.convos.get(convo)?;
+        let to = to.unwrap_or(log.epoch);
+        let mut rows: Vec<&Stored> = State::rows(log, None, now)
+            .into_iter()
+            .filter(|s| s.commit && (from..=to).contains(&s.epoch))
+            .collect();
+        rows.sort_by_key(|s| (s.epoch, s.seq));
+        Some(rows.iter().map(|s| s.commit_json()).collect())
     }
 
     /// `getMessages`, as the real server answers it.
@@ -331,11 +537,7 @@ impl State {
         now: Instant,
     ) -> Option<GetMessagesResponse> {
         let log = self.convos.get(convo)?;
-        let mut rows: Vec<&Stored> = log
-            .stored
-            .iter()
-            .filter(|s| s.served(now) && since_seq.is_none_or(|since| s.seq as i64 > since))
-            .collect();
+        let mut rows = State::rows(log, since_seq, now);
         rows.sort_by_key(|s| (s.epoch, s.seq));
         rows.truncate(limit);
         let messages: Vec<MessageView> = rows.iter().map(|s| s.view(convo, false)).collect();
