@@ -218,6 +218,10 @@ impl Convo {
         if self.buffered() == 0 {
             self.last_catchup = cx.now;
         }
+        if !self.fetch.want {
+            // This round of fetching is over; the next one says how urgent it is.
+            self.fetch.priority = super::Priority::Routine;
+        }
     }
 
     /// The recheck (what the stream delivered and no page confirmed) moves past what this
