@@ -545,6 +545,8 @@ impl SyncMachine {
     }
 
     fn shared_open(&mut self, attempts: u32) {
+        // Whatever happens now, the next connection covers every member.
+        self.shared.rejoin_at = None;
         if !self.buckets.take(Kind::StreamOpen, self.now) {
             let at = self.buckets.ready_at(Kind::StreamOpen, self.now);
             self.shared.state = State::Waiting { at, attempts };
@@ -552,7 +554,6 @@ impl SyncMachine {
         }
         let stream = StreamId(self.next_stream);
         self.next_stream += 1;
-        self.shared.rejoin_at = None;
         self.shared.state = State::Opening {
             id: stream,
             since: self.now,

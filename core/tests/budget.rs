@@ -129,7 +129,11 @@ fn fetches_stay_within_the_budget_and_a_gap_in_view_goes_before_routine_catch_up
     let mut first: Vec<&String> = order.iter().take(30).collect();
     first.sort();
     first.dedup();
-    assert_eq!(first.len(), 30, "every conversation caught up once: {order:?}");
+    assert_eq!(
+        first.len(),
+        30,
+        "every conversation caught up once: {order:?}"
+    );
 }
 
 #[test]
