@@ -1,5 +1,6 @@
 //! The machine's tunables, each with the default `DESIGN.md` names.
 
+use crate::Budget;
 use std::time::Duration;
 
 /// Tunables of a [`SyncMachine`](crate::SyncMachine). `Config::default()` gives the
@@ -72,6 +73,12 @@ pub struct Config {
     /// How long the shared stream waits after a conversation joins before it reconnects
     /// to cover it, so that joins arriving together cost one reconnect (250 ms).
     pub join_delay: Duration,
+    /// The request budget every conversation shares (see [`Budget`]): fetches and stream
+    /// opens start only within it, and a 429 pauses its kind of request for all.
+    pub budget: Budget,
+    /// A fetch queued longer than this goes first whatever its priority, so that routine
+    /// catch-ups are delayed by gap fills, never starved (30 s).
+    pub max_queue_wait: Duration,
     /// Seed of the jitter RNG: the same seed and inputs give the same commands.
     pub rng_seed: u64,
 }
@@ -103,6 +110,8 @@ impl Default for Config {
             unreachable_retry: Duration::from_secs(60),
             shared_stream: false,
             join_delay: Duration::from_millis(250),
+            budget: Budget::default(),
+            max_queue_wait: Duration::from_secs(30),
             rng_seed: 0x5EED_6A91_E55D_0C0D,
         }
     }

@@ -242,6 +242,11 @@ pub enum StreamError {
     Transient,
     /// The server refused the credentials (401): get a fresh token, back off.
     Unauthorized,
+    /// 429: every stream open waits for the server's delay (or a default pause).
+    RateLimited {
+        /// The `Retry-After` delay.
+        retry_after: Option<Duration>,
+    },
     /// The server refused the cursor (400): reconnect without it and catch up by fetch.
     InvalidCursor,
     /// The conversation cannot be streamed any more.

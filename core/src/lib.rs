@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod budget;
 mod buffer;
 mod checkpoint;
 mod command;
@@ -39,6 +40,7 @@ mod types;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use budget::{Budget, Rate};
 pub use checkpoint::{Checkpoint, Known};
 pub use command::{Command, Delivery, FetchRequest, Order};
 pub use config::{Config, MIN_MAX_PAGE_LIMIT};

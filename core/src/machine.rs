@@ -1,7 +1,8 @@
 //! The `SyncMachine`: many conversations, one command queue, one timer queue, and fetch
 //! slots shared fairly among them.
 
-use crate::convo::{Convo, Ctx, FetchState, Stream};
+use crate::budget::{Buckets, Kind};
+use crate::convo::{Convo, Ctx, FetchState, Priority, Stream};
 use crate::rng::Rng;
 use crate::shared::{Shared, State};
 use crate::timers::{Key, TimerQueue};
@@ -43,8 +44,13 @@ pub struct SyncMachine {
     free: Vec<u32>,
     index: HashMap<ConvoId, u32>,
     timers: TimerQueue,
-    /// Conversations waiting for a fetch slot, first come, first served.
-    fetch_queue: VecDeque<Key>,
+    /// Conversations waiting for a fetch slot, first come, first served within each
+    /// priority (indexed by `Priority`), with when they were queued.
+    fetch_queue: [VecDeque<(Key, Time)>; 3],
+    /// The request budget every conversation shares.
+    buckets: Buckets,
+    /// When the fetch budget has a token again, if fetches wait for one.
+    budget_wake: Option<Time>,
     inflight: HashMap<RequestId, Key>,
     next_request: u64,
     next_stream: u64,
@@ -83,6 +89,7 @@ impl SyncMachine {
     /// A machine with no conversation.
     pub fn new(config: Config) -> Result<SyncMachine, ConfigError> {
         config.validate()?;
+        let buckets = Buckets::new(&config.budget);
         Ok(SyncMachine {
             rng: Rng::new(config.rng_seed),
             config,
@@ -91,7 +98,9 @@ impl SyncMachine {
             free: Vec::new(),
             index: HashMap::new(),
             timers: TimerQueue::default(),
-            fetch_queue: VecDeque::new(),
+            fetch_queue: Default::default(),
+            buckets,
+            budget_wake: None,
             inflight: HashMap::new(),
             next_request: 0,
             next_stream: 0,
@@ -251,8 +260,14 @@ impl SyncMachine {
             }
             Input::SharedClosed { stream, error } => {
                 if self.shared.current() == Some(stream) {
-                    if error == Some(StreamError::Unauthorized) {
-                        self.stats.shared_refusals += 1;
+                    match error {
+                        Some(StreamError::Unauthorized) => self.stats.shared_refusals += 1,
+                        Some(StreamError::RateLimited { retry_after }) => {
+                            let pause =
+                                retry_after.unwrap_or(self.config.budget.pause_without_retry_after);
+                            self.buckets.pause(Kind::StreamOpen, self.now + pause);
+                        }
+                        _ => {}
                     }
                     self.shared_wait();
                 }
@@ -275,7 +290,7 @@ impl SyncMachine {
             }
             Input::Resume { convo: Some(convo) } => {
                 let key = self.key(&convo)?;
-                self.with(key, |c, cx| c.resume(cx));
+                self.with(key, |c, cx| c.resume(cx, Priority::Urgent));
                 self.after(key);
             }
             Input::Resume { convo: None } => {
@@ -287,7 +302,10 @@ impl SyncMachine {
                         slot: slot as u32,
                         gen: self.slots[slot].gen,
                     };
-                    if self.with(key, |c, cx| c.resume(cx)).is_some() {
+                    if self
+                        .with(key, |c, cx| c.resume(cx, Priority::CatchUp))
+                        .is_some()
+                    {
                         self.after(key);
                     }
                 }
@@ -350,10 +368,14 @@ impl SyncMachine {
     /// scheduled). Costs O(1) however many conversations are subscribed.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        match (self.timers.peek(), self.shared.deadline(&self.config)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.peek(),
+            self.shared.deadline(&self.config),
+            self.budget_wake,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- internals ----------------------------------------------------------------
@@ -387,6 +409,7 @@ impl SyncMachine {
             next_stream,
             buffered_total,
             commands,
+            buckets,
             ..
         } = self;
         let slot = slots.get_mut(key.slot as usize)?;
@@ -401,6 +424,7 @@ impl SyncMachine {
             buffered_total,
             rng,
             next_stream,
+            buckets,
         };
         Some(f(convo, &mut cx))
     }
@@ -487,7 +511,12 @@ impl SyncMachine {
         let fetch = &mut convo.fetch;
         if fetch.want && fetch.state == FetchState::Idle && fetch.retry_at.is_none() {
             fetch.state = FetchState::Queued;
-            self.fetch_queue.push_back(key);
+            fetch.queued_as = fetch.priority;
+            self.fetch_queue[fetch.priority as usize].push_back((key, self.now));
+        } else if fetch.state == FetchState::Queued && fetch.priority > fetch.queued_as {
+            // More urgent now: queued again in front (the old entry is skipped when popped).
+            fetch.queued_as = fetch.priority;
+            self.fetch_queue[fetch.priority as usize].push_back((key, self.now));
         }
         if let Some(at) = convo.next_deadline(config) {
             if convo.scheduled.is_none_or(|s| at < s) {
@@ -516,9 +545,15 @@ impl SyncMachine {
     }
 
     fn shared_open(&mut self, attempts: u32) {
+        // Whatever happens now, the next connection covers every member.
+        self.shared.rejoin_at = None;
+        if !self.buckets.take(Kind::StreamOpen, self.now) {
+            let at = self.buckets.ready_at(Kind::StreamOpen, self.now);
+            self.shared.state = State::Waiting { at, attempts };
+            return;
+        }
         let stream = StreamId(self.next_stream);
         self.next_stream += 1;
-        self.shared.rejoin_at = None;
         self.shared.state = State::Opening {
             id: stream,
             since: self.now,
@@ -593,27 +628,53 @@ impl SyncMachine {
         }
     }
 
-    /// Starts queued fetches while slots are free.
+    /// The queue to serve next: the most urgent first, except that a conversation queued
+    /// longer than `max_queue_wait` goes first whatever its priority (nothing starves).
+    fn next_queue(&self) -> Option<usize> {
+        let now = self.now;
+        let wait = self.config.max_queue_wait;
+        let starved = (0..3).find(|&p| {
+            self.fetch_queue[p]
+                .front()
+                .is_some_and(|(_, at)| *at + wait <= now)
+        });
+        starved.or_else(|| (0..3).rev().find(|&p| !self.fetch_queue[p].is_empty()))
+    }
+
+    /// Starts queued fetches while slots and the budget allow.
     fn pump(&mut self) {
+        self.budget_wake = None;
         while self.inflight.len() < self.config.max_inflight_fetches {
-            let Some(key) = self.fetch_queue.pop_front() else {
+            let Some(p) = self.next_queue() else {
                 break;
             };
-            let id = RequestId(self.next_request);
+            let Some(&(key, _)) = self.fetch_queue[p].front() else {
+                break;
+            };
             let now = self.now;
-            let Some(slot) = self
+            let waiting = self
+                .convo_mut(key)
+                .is_some_and(|c| c.fetch.state == FetchState::Queued);
+            if !waiting {
+                // Unsubscribed meanwhile, or queued again more urgently and already started.
+                self.fetch_queue[p].pop_front();
+                continue;
+            }
+            if !self.buckets.take(Kind::Fetch, now) {
+                // The account's budget is spent: try again when it has a token.
+                self.budget_wake = Some(self.buckets.ready_at(Kind::Fetch, now));
+                break;
+            }
+            self.fetch_queue[p].pop_front();
+            let id = RequestId(self.next_request);
+            let Some(convo) = self
                 .slots
                 .get_mut(key.slot as usize)
                 .filter(|s| s.gen == key.gen)
+                .and_then(|s| s.convo.as_mut())
             else {
                 continue;
             };
-            let Some(convo) = slot.convo.as_mut() else {
-                continue;
-            };
-            if convo.fetch.state != FetchState::Queued {
-                continue;
-            }
             let (since, limit) = convo.start_fetch(id, &self.config, now);
             let request = FetchRequest {
                 id,

@@ -10,6 +10,7 @@
 mod order;
 mod pages;
 
+use crate::budget::{Buckets, Kind};
 use crate::buffer::Buffer;
 use crate::rng::Rng;
 use crate::{
@@ -43,6 +44,19 @@ pub(crate) struct Ctx<'a> {
     pub(crate) buffered_total: &'a mut usize,
     pub(crate) rng: &'a mut Rng,
     pub(crate) next_stream: &'a mut u64,
+    pub(crate) buckets: &'a mut Buckets,
+}
+
+/// How soon a conversation's fetch should go when fetch slots or the budget are short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Priority {
+    /// Routine: quiet, healthy and periodic catch-ups, rechecks, unreachable retries.
+    Routine = 0,
+    /// The catch-up after a (re)connect or a subscribe.
+    CatchUp = 1,
+    /// A gap the application is waiting on, or a conversation it brought into view
+    /// (`Resume` for one conversation).
+    Urgent = 2,
 }
 
 impl Ctx<'_> {
@@ -126,6 +140,10 @@ pub(crate) struct Fetch {
     recheck_moved: bool,
     /// An unreachable range is due for another look.
     retry_due: bool,
+    /// How soon the wanted fetch should go.
+    pub(crate) priority: Priority,
+    /// The priority it was queued with.
+    pub(crate) queued_as: Priority,
     /// The next forward fetch reads from here if the checkpoint got past it: the cut seq of
     /// a full page (another message there may have sorted past the cut), or the lowest seq
     /// a message was not kept at for lack of buffer room.
@@ -276,6 +294,8 @@ impl Convo {
                 recheck_moved: false,
                 retry_due: false,
                 reread: None,
+                priority: Priority::CatchUp,
+                queued_as: Priority::Routine,
             },
             last_catchup: now,
             quiet_since: None,
@@ -286,7 +306,7 @@ impl Convo {
         if !live || config.shared_stream {
             // Without a stream of its own it catches up at once (a shared one may take a
             // reconnect to cover it, and catches it up again when it opens).
-            convo.catch_up(config);
+            convo.catch_up(config, Priority::CatchUp);
         }
         convo
     }
@@ -294,11 +314,17 @@ impl Convo {
     /// Asks for a catch-up: fetch again what no page has confirmed since the stream
     /// delivered it (`cp.recheck_from`), and at least the last `catch_up_overlap` seqs, then
     /// page forward until a short page.
-    fn catch_up(&mut self, config: &Config) {
+    fn catch_up(&mut self, config: &Config, priority: Priority) {
         let overlap = Seq(self.cp.seq.0.saturating_sub(config.catch_up_overlap - 1));
         self.lower_recheck(overlap);
         self.fetch.recheck = true;
+        self.want(priority);
+    }
+
+    /// A fetch is needed, at least this soon.
+    pub(crate) fn want(&mut self, priority: Priority) {
         self.fetch.want = true;
+        self.fetch.priority = self.fetch.priority.max(priority);
     }
 
     /// Seqs from `from` up are not confirmed by a page.
@@ -434,7 +460,12 @@ impl Convo {
                 self.doomed = Some(reason);
                 return;
             }
-            F::RateLimited { retry_after } => retry_after.unwrap_or_default(),
+            F::RateLimited { retry_after } => {
+                // The account's quota, not this conversation's: every fetch waits.
+                let pause = retry_after.unwrap_or(cx.config.budget.pause_without_retry_after);
+                cx.buckets.pause(Kind::Fetch, cx.now + pause);
+                pause
+            }
             F::Unauthorized => {
                 cx.anomaly(&self.id, Anomaly::Unauthorized);
                 Duration::ZERO
@@ -447,9 +478,10 @@ impl Convo {
         self.fetch.want = true;
     }
 
-    /// Catch up now (`Resume`): skip any backoff, reopen a closed stream now.
-    pub(crate) fn resume(&mut self, cx: &mut Ctx) {
-        self.catch_up(cx.config);
+    /// Catch up now (`Resume`): skip any backoff, reopen a closed stream now. One
+    /// conversation resumed on its own is the one the application shows: it goes first.
+    pub(crate) fn resume(&mut self, cx: &mut Ctx, priority: Priority) {
+        self.catch_up(cx.config, priority);
         self.fetch.retry_at = None;
         if let Stream::Waiting { attempts, .. } = self.stream {
             self.open_stream(cx, attempts);
@@ -459,6 +491,12 @@ impl Convo {
     // ---- the stream ---------------------------------------------------------------
 
     pub(crate) fn open_stream(&mut self, cx: &mut Ctx, attempts: u32) {
+        if !cx.buckets.take(Kind::StreamOpen, cx.now) {
+            // The account's budget for stream opens is spent: open when it has a token.
+            let at = cx.buckets.ready_at(Kind::StreamOpen, cx.now);
+            self.stream = Stream::Waiting { at, attempts };
+            return;
+        }
         let id = StreamId(*cx.next_stream);
         *cx.next_stream += 1;
         self.stream = Stream::Opening {
@@ -490,7 +528,7 @@ impl Convo {
                     attempts,
                 };
                 // The server does not replay app messages on (re)connect.
-                self.catch_up(cx.config);
+                self.catch_up(cx.config, Priority::CatchUp);
                 // And a resumed stream may filter live events for a while (a cursor the
                 // server takes as from the future, recording 77): look again once it has
                 // been quiet, as after a burst.
@@ -521,7 +559,7 @@ impl Convo {
     pub(crate) fn shared_opened(&mut self, cx: &mut Ctx) {
         if let Stream::Shared { open } = &mut self.stream {
             *open = true;
-            self.catch_up(cx.config);
+            self.catch_up(cx.config, Priority::CatchUp);
             self.quiet_since = Some(cx.now);
         }
     }
@@ -555,7 +593,7 @@ impl Convo {
             event => {
                 if matches!(&event, StreamEvent::Info { info, .. } if info == SLOW_CONSUMER) {
                     // The server dropped events for us.
-                    self.catch_up(cx.config);
+                    self.catch_up(cx.config, Priority::CatchUp);
                 }
                 cx.commands.push_back(Command::Event {
                     convo: self.id.clone(),
@@ -582,6 +620,10 @@ impl Convo {
             }
             Some(StreamError::InvalidCursor) => self.cp.cursor = None,
             Some(StreamError::Unauthorized) => cx.anomaly(&self.id, Anomaly::Unauthorized),
+            Some(StreamError::RateLimited { retry_after }) => {
+                let pause = retry_after.unwrap_or(cx.config.budget.pause_without_retry_after);
+                cx.buckets.pause(Kind::StreamOpen, cx.now + pause);
+            }
             Some(StreamError::Transient) | None => {}
         }
         self.wait_to_reopen(cx);
@@ -701,10 +743,11 @@ impl Convo {
             self.fetch.want = true;
         }
         if due(self.settle_deadline(config)) {
-            self.fetch.want = true;
+            // A gap the application waits on.
+            self.want(Priority::Urgent);
         }
         if due(self.unreachable_deadline()) {
-            self.fetch.want = true;
+            self.want(Priority::Routine);
             self.fetch.retry_due = true;
         }
         let quiet = due(self.quiet_deadline(config));
@@ -713,7 +756,7 @@ impl Convo {
         }
         if quiet || due(self.poll_deadline(config)) {
             self.last_catchup = now;
-            self.catch_up(config);
+            self.catch_up(config, Priority::Routine);
         }
     }
 

@@ -188,7 +188,10 @@ impl Convo {
             }
         }
         if let Some(a) = self.active.as_mut() {
-            if a.overflowed && a.hole.first().is_none_or(|h| h.from > self.cp.seq.next()) {
+            if a.overflowed
+                && progressed
+                && a.hole.first().is_none_or(|h| h.from > self.cp.seq.next())
+            {
                 // The next message is on the server but did not fit: fetch it now.
                 self.fetch.want = true;
             } else if a.buffer.is_empty() && a.hole.is_empty() && !a.overflowed {
@@ -217,6 +220,10 @@ impl Convo {
         }
         if self.buffered() == 0 {
             self.last_catchup = cx.now;
+        }
+        if !self.fetch.want {
+            // This round of fetching is over; the next one says how urgent it is.
+            self.fetch.priority = super::Priority::Routine;
         }
     }
 

@@ -381,6 +381,8 @@ impl Sim {
         // `unreachable_retry`): a run that declared any goes on long enough for four more
         // looks, the liveness bound those ranges have.
         let mut extended = false;
+        // A machine that asks to be woken at the same instant for ever is a livelock.
+        let (mut same_instant, mut last_instant) = (0u32, Time::ZERO);
         loop {
             if !extended && self.report.unreachable > 0 {
                 extended = true;
@@ -399,6 +401,16 @@ impl Sim {
                 break;
             }
             self.now = self.now.max(t);
+            if self.now == last_instant {
+                same_instant += 1;
+                if same_instant > 100_000 {
+                    self.checker
+                        .violation(format!("livelock: woken for ever at {}", self.now));
+                    break;
+                }
+            } else {
+                (same_instant, last_instant) = (0, self.now);
+            }
             if next_timer.is_some_and(|b| b <= t) {
                 self.machine.handle_timeout(self.now);
                 self.drain();

@@ -1,0 +1,192 @@
+//! The request budget every conversation of an account shares (issue: hundreds of
+//! conversations within the real server's rate limits). One named test per behaviour.
+#![cfg(feature = "testkit")]
+
+use gapless::testkit::Harness;
+use gapless::*;
+use std::time::Duration;
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+fn fetch_times(h: &Harness) -> usize {
+    h.commands()
+        .iter()
+        .filter(|c| matches!(c, Command::Fetch(_)))
+        .count()
+}
+
+fn opens(h: &Harness) -> usize {
+    h.commands()
+        .iter()
+        .filter(|c| matches!(c, Command::OpenStream { .. }))
+        .count()
+}
+
+/// `n` catch-up-only conversations `c0..`, each with its first catch-up answered.
+fn caught_up(config: Config, n: usize) -> Harness {
+    let mut h = Harness::new(config);
+    for i in 0..n {
+        h.subscribe(Subscription::catch_up_only(format!("c{i}")));
+    }
+    for _ in 0..10_000 {
+        match h.take_fetch() {
+            Some(f) => h.answer(&f, vec![]),
+            None => {
+                if h.machine()
+                    .poll_timeout()
+                    .is_some_and(|t| t <= h.now() + MS(60_000))
+                    && h.machine().inflight_fetches() == 0
+                    && fetch_times(&h) < n
+                {
+                    h.advance(MS(100));
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+    h
+}
+
+#[test]
+fn a_429_pauses_every_conversations_fetches_until_the_servers_time_is_up() {
+    let mut h = caught_up(Config::default(), 3);
+    // Every conversation wants a catch-up at once (the app came back to the foreground).
+    h.input("resume", Input::Resume { convo: None });
+    let first = h.take_fetch().unwrap();
+    h.fail(
+        &first,
+        Failure::RateLimited {
+            retry_after: Some(Duration::from_secs(5)),
+        },
+    );
+    // The other two were already asked for; answer them. Nothing new goes out for 5 s.
+    while let Some(f) = h.take_fetch() {
+        h.answer(&f, vec![]);
+    }
+    let before = fetch_times(&h);
+    h.advance(MS(4_999));
+    assert_eq!(fetch_times(&h), before, "paused for every conversation");
+    h.advance(MS(1_000));
+    assert_eq!(
+        fetch_times(&h),
+        before + 1,
+        "then resumed gently: the refused one, once a token refilled"
+    );
+    h.assert_invariants();
+}
+
+#[test]
+fn a_429_without_retry_after_pauses_for_the_default() {
+    let mut h = caught_up(Config::default(), 2);
+    h.input("resume", Input::Resume { convo: None });
+    let f = h.take_fetch().unwrap();
+    h.fail(&f, Failure::RateLimited { retry_after: None });
+    while let Some(f) = h.take_fetch() {
+        h.answer(&f, vec![]);
+    }
+    let before = fetch_times(&h);
+    h.advance(Config::default().budget.pause_without_retry_after - MS(1));
+    assert_eq!(fetch_times(&h), before);
+}
+
+#[test]
+fn fetches_stay_within_the_budget_and_a_gap_in_view_goes_before_routine_catch_ups() {
+    let config = Config {
+        budget: Budget {
+            fetches: Some(Rate { per_minute: 60 }),
+            // One a second at most, whatever the minute's bucket holds.
+            burst: 1,
+            burst_per_second: 1,
+            ..Budget::default()
+        },
+        ..Config::default()
+    };
+    let mut h = caught_up(config, 30);
+    let start = fetch_times(&h);
+    // Thirty routine catch-ups queue up; then the conversation on screen is resumed.
+    h.input("resume all", Input::Resume { convo: None });
+    h.input(
+        "resume c29",
+        Input::Resume {
+            convo: Some("c29".into()),
+        },
+    );
+    let mut order = Vec::new();
+    for _ in 0..40 {
+        while let Some(f) = h.take_fetch() {
+            order.push(f.convo.to_string());
+            h.answer(&f, vec![]);
+        }
+        h.advance(MS(1000));
+    }
+    assert!(
+        order.iter().position(|c| c == "c29") <= Some(1),
+        "the conversation in view goes first: {order:?}"
+    );
+    // 40 s at one a second (plus the one that was there): never more.
+    assert!(fetch_times(&h) - start <= 41, "{}", fetch_times(&h) - start);
+    let mut first: Vec<&String> = order.iter().take(30).collect();
+    first.sort();
+    first.dedup();
+    assert_eq!(
+        first.len(),
+        30,
+        "every conversation caught up once: {order:?}"
+    );
+}
+
+#[test]
+fn routine_catch_ups_are_delayed_by_urgent_ones_never_starved() {
+    let config = Config {
+        budget: Budget {
+            fetches: Some(Rate { per_minute: 60 }),
+            burst: 1,
+            burst_per_second: 1,
+            ..Budget::default()
+        },
+        max_queue_wait: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut h = caught_up(config, 2);
+    h.input("resume c0 (routine)", Input::Resume { convo: None });
+    // c1 keeps asking urgently, every half second, for a minute.
+    let mut served_c0_at = None;
+    for step in 0..120 {
+        h.input(
+            "resume c1",
+            Input::Resume {
+                convo: Some("c1".into()),
+            },
+        );
+        while let Some(f) = h.take_fetch() {
+            if f.convo.as_str() == "c0" && served_c0_at.is_none() {
+                served_c0_at = Some(step);
+            }
+            h.answer(&f, vec![]);
+        }
+        h.advance(MS(500));
+    }
+    let step = served_c0_at.expect("c0 is served despite c1");
+    assert!(step <= 2 * 31, "served within max_queue_wait: step {step}");
+}
+
+#[test]
+fn a_cold_start_paces_stream_opens_within_the_budget() {
+    // Like the server's own bucket, the budget holds a minute's worth (180): a cold start
+    // opens that many at the burst limiter's pace (8, then 80 a second), then 3 a second.
+    let mut h = Harness::new(Config::default());
+    for i in 0..300 {
+        h.subscribe(Subscription::live(format!("c{i}")));
+    }
+    let burst = Config::default().budget.burst as usize;
+    assert_eq!(opens(&h), burst, "the burst at once, then paced");
+    h.advance(Duration::from_secs(1));
+    let n = opens(&h);
+    assert!(n <= burst + 80, "{n} opens in the first second");
+    h.advance(Duration::from_secs(9));
+    let n = opens(&h);
+    assert!((180..=180 + 31).contains(&n), "{n} opens in 10 s");
+    h.advance(Duration::from_secs(35));
+    assert_eq!(opens(&h), 300, "every stream opened within 45 s");
+}
