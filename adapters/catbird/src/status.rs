@@ -100,6 +100,10 @@ impl ErrorAnswer {
             401 => StreamError::Unauthorized,
             403 => StreamError::Permanent(Permanent::Forbidden),
             400 if had_cursor => StreamError::InvalidCursor,
+            // The account's quota (or the socket limit): every stream open waits.
+            429 => StreamError::RateLimited {
+                retry_after: self.retry_after,
+            },
             _ => StreamError::Transient,
         }
     }

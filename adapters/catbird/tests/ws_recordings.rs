@@ -783,7 +783,7 @@ fn handshake_refusals_map_to_the_right_stream_errors() {
         ("079", StreamError::Unauthorized), // a user token as the ticket
         ("087", StreamError::Unauthorized), // expired ticket
         ("078", StreamError::Transient),    // no ticket: 400 text/plain
-        ("082", StreamError::Transient),    // a sixth socket: 429
+        ("082", StreamError::RateLimited { retry_after: None }), // a sixth socket: 429
     ] {
         let x = exchange_of(name);
         for scope in [&convo, &TicketScope::Global] {
@@ -797,11 +797,12 @@ fn handshake_refusals_map_to_the_right_stream_errors() {
         .starts_with(b"Failed to deserialize query string"));
     assert!(refusal(&exchange_of("078"), &convo).answer.text.is_some());
 
-    // 429 with Retry-After: transient, after the delay.
+    // 429 with Retry-After: every stream open waits that long.
     let r = Refusal::parse(429, Some("7"), b"", &convo, false);
+    let seven = Some(Duration::from_secs(7));
     assert_eq!(
         (r.error, r.retry_after),
-        (StreamError::Transient, Some(Duration::from_secs(7)))
+        (StreamError::RateLimited { retry_after: seven }, seven)
     );
 
     // 403: not a member of that conversation (the ticket request 002 too) — but a global

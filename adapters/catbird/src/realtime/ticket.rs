@@ -194,9 +194,10 @@ pub struct Refusal {
     /// For the machine: [`StreamError::Unauthorized`] for 401;
     /// [`StreamError::Permanent`] only for a per-conversation ticket refused with 403 (or an
     /// XRPC `NotMember`/`ConvoNotFound`); [`StreamError::InvalidCursor`] for a 400 on a
-    /// socket that carried a cursor; [`StreamError::Transient`] for everything else: 429,
-    /// 5xx, a bare 404, and any refusal of a global ticket (which cannot name one
-    /// conversation to clear).
+    /// socket that carried a cursor; [`StreamError::RateLimited`] for 429 (the account's
+    /// quota, or its 5 sockets); [`StreamError::Transient`] for everything else: 5xx, a bare
+    /// 404, and any refusal of a global ticket (which cannot name one conversation to
+    /// clear).
     pub error: StreamError,
     /// `Retry-After`, when the server sent one (429): wait at least this long before the
     /// next attempt.
