@@ -90,6 +90,14 @@ pub enum Command {
         /// The server's answer.
         reason: Permanent,
     },
+    /// The conversation's status changed (caught up, catching up, waiting to retry and
+    /// why). Emitted on a change of kind, not for every message.
+    Status {
+        /// The conversation.
+        convo: ConvoId,
+        /// Its status now.
+        status: crate::Status,
+    },
     /// The server did something it should not have; the machine dealt with it.
     Anomaly {
         /// The conversation.

@@ -34,6 +34,7 @@ mod input;
 mod machine;
 mod rng;
 mod shared;
+mod status;
 mod timers;
 mod types;
 
@@ -49,6 +50,7 @@ pub use input::{
     Failure, Gaps, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,
 };
 pub use machine::{Stats, SyncMachine};
+pub use status::{Status, Trouble};
 /// The README's examples, compiled and run as doctests so that they stay true.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

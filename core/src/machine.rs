@@ -27,13 +27,17 @@ use std::collections::VecDeque;
 /// let mut m = SyncMachine::new(Config::default()).unwrap();
 /// let t0 = Time::ZERO;
 /// m.handle(t0, Input::Subscribe(Subscription::live("convo"))).unwrap();
-/// let Some(Command::OpenStream { stream, .. }) = m.poll_command() else { panic!() };
+/// // Every command but the status changes (`Command::Status`, for the UI).
+/// let mut next = |m: &mut SyncMachine| {
+///     std::iter::from_fn(|| m.poll_command()).find(|c| !matches!(c, Command::Status { .. }))
+/// };
+/// let Some(Command::OpenStream { stream, .. }) = next(&mut m) else { panic!() };
 /// m.handle(t0, Input::StreamOpened { convo: "convo".into(), stream }).unwrap();
-/// let _catch_up = m.poll_command(); // a Fetch: the server does not replay on connect
+/// let _catch_up = next(&mut m); // a Fetch: the server does not replay on connect
 ///
 /// let event = StreamEvent::Message { cursor: None, message: Message::new("a", 1, 0) };
 /// m.handle(t0, Input::StreamEvent { convo: "convo".into(), stream, event }).unwrap();
-/// assert!(matches!(m.poll_command(), Some(Command::Deliver(d)) if d.message.seq.0 == 1));
+/// assert!(matches!(next(&mut m), Some(Command::Deliver(d)) if d.message.seq.0 == 1));
 /// ```
 #[derive(Debug)]
 pub struct SyncMachine {
@@ -126,6 +130,21 @@ impl SyncMachine {
     /// How many conversations are subscribed.
     pub fn subscribed(&self) -> usize {
         self.index.len()
+    }
+
+    /// The conversation's status now (see [`Status`](crate::Status)).
+    pub fn status(&self, convo: &ConvoId) -> Option<crate::Status> {
+        self.get(convo).map(Convo::status)
+    }
+
+    /// How many subscribed conversations are caught up (for a progress bar on a cold
+    /// start). O(subscribed).
+    pub fn caught_up(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.convo.as_ref())
+            .filter(|c| matches!(c.status(), crate::Status::CaughtUp { .. }))
+            .count()
     }
 
     /// The conversation's current checkpoint (what is delivered, not what is stored).
@@ -523,6 +542,14 @@ impl SyncMachine {
                 convo.scheduled = Some(at);
                 self.timers.push(at, key);
             }
+        }
+        let status = convo.status();
+        if convo.told.is_none_or(|t| !t.same_kind(&status)) {
+            convo.told = Some(status);
+            self.commands.push_back(Command::Status {
+                convo: convo.id.clone(),
+                status,
+            });
         }
     }
 

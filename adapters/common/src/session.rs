@@ -269,6 +269,7 @@ impl<S: Store> Session<S> {
                     self.batch.push(Write::Cleared { convo, reason })
                 }
                 Command::Event { convo, event } => told.push(Update::Event { convo, event }),
+                Command::Status { convo, status } => told.push(Update::Status { convo, status }),
                 Command::Anomaly { convo, anomaly } => {
                     tracing::warn!(%convo, ?anomaly, "server anomaly");
                     told.push(Update::Anomaly { convo, anomaly })

@@ -1,6 +1,6 @@
 //! What the application is told.
 
-use gapless::{Anomaly, ConvoId, InputError, Message, Order, Permanent, Seq, StreamEvent};
+use gapless::{Anomaly, ConvoId, InputError, Message, Order, Permanent, Seq, Status, StreamEvent};
 
 /// One thing that happened, told to the application after it was stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,15 @@ pub enum Update {
         /// Why.
         error: InputError,
     },
+    /// The conversation's status changed: caught up, catching up, or waiting to retry and
+    /// why (show "connecting…" or "couldn't load messages" from it). Told on a change of
+    /// kind, not for every message.
+    Status {
+        /// The conversation.
+        convo: ConvoId,
+        /// Its status now.
+        status: Status,
+    },
     /// The server did something it should not have; nothing was lost for it.
     Anomaly {
         /// The conversation.
@@ -81,6 +90,7 @@ impl Update {
             | Update::Cleared { convo, .. }
             | Update::Event { convo, .. }
             | Update::Refused { convo, .. }
+            | Update::Status { convo, .. }
             | Update::Anomaly { convo, .. } => convo,
         }
     }

@@ -144,6 +144,8 @@ pub(crate) struct Fetch {
     pub(crate) priority: Priority,
     /// The priority it was queued with.
     pub(crate) queued_as: Priority,
+    /// Why the last fetch failed, while it is being retried.
+    pub(crate) trouble: Option<crate::Trouble>,
     /// The next forward fetch reads from here if the checkpoint got past it: the cut seq of
     /// a full page (another message there may have sorted past the cut), or the lowest seq
     /// a message was not kept at for lack of buffer room.
@@ -224,6 +226,10 @@ pub(crate) struct Convo {
     pub(crate) scheduled: Option<Time>,
     /// Set when the server answered permanently; the machine then removes the conversation.
     pub(crate) doomed: Option<Permanent>,
+    /// The status last told to the application.
+    pub(crate) told: Option<crate::Status>,
+    /// Why the stream last failed, while it waits to reopen.
+    stream_trouble: Option<crate::Trouble>,
     active: Option<Box<Active>>,
 }
 
@@ -296,11 +302,14 @@ impl Convo {
                 reread: None,
                 priority: Priority::CatchUp,
                 queued_as: Priority::Routine,
+                trouble: None,
             },
             last_catchup: now,
             quiet_since: None,
             scheduled: None,
             doomed: None,
+            told: None,
+            stream_trouble: None,
             active,
         };
         if !live || config.shared_stream {
@@ -421,6 +430,33 @@ impl Convo {
         (since, limit)
     }
 
+    /// The conversation's status now.
+    pub(crate) fn status(&self) -> crate::Status {
+        use crate::Status;
+        if let (Some(until), Some(reason)) = (self.fetch.retry_at, self.fetch.trouble) {
+            return Status::Retrying { reason, until };
+        }
+        if let (Stream::Waiting { at, attempts }, Some(reason)) = (self.stream, self.stream_trouble)
+        {
+            if attempts > 0 {
+                return Status::Retrying { reason, until: at };
+            }
+        }
+        let connecting = matches!(
+            self.stream,
+            Stream::Waiting { .. } | Stream::Opening { .. } | Stream::Shared { open: false }
+        );
+        let pending = connecting
+            || self.fetch.want
+            || self.fetch.state != FetchState::Idle
+            || self.gap_open();
+        if pending {
+            Status::CatchingUp { seq: self.cp.seq }
+        } else {
+            Status::CaughtUp { seq: self.cp.seq }
+        }
+    }
+
     pub(crate) fn buffered(&self) -> usize {
         self.active.as_ref().map_or(0, |a| a.buffer.len())
     }
@@ -472,6 +508,11 @@ impl Convo {
             }
             F::Transient => Duration::ZERO,
         };
+        self.fetch.trouble = Some(match failure {
+            F::RateLimited { .. } => crate::Trouble::RateLimited,
+            F::Unauthorized => crate::Trouble::Unauthorized,
+            _ => crate::Trouble::Unreachable,
+        });
         self.fetch.failures = self.fetch.failures.saturating_add(1);
         let delay = cx.backoff(self.fetch.failures).max(floor);
         self.fetch.retry_at = Some(cx.now + delay);
@@ -521,6 +562,7 @@ impl Convo {
     pub(crate) fn stream_opened(&mut self, cx: &mut Ctx, stream: StreamId) {
         if let Stream::Opening { id, attempts, .. } = self.stream {
             if id == stream {
+                self.stream_trouble = None;
                 self.stream = Stream::Open {
                     id,
                     since: cx.now,
@@ -619,12 +661,17 @@ impl Convo {
                 return;
             }
             Some(StreamError::InvalidCursor) => self.cp.cursor = None,
-            Some(StreamError::Unauthorized) => cx.anomaly(&self.id, Anomaly::Unauthorized),
+            Some(StreamError::Unauthorized) => {
+                self.stream_trouble = Some(crate::Trouble::Unauthorized);
+                cx.anomaly(&self.id, Anomaly::Unauthorized)
+            }
             Some(StreamError::RateLimited { retry_after }) => {
+                self.stream_trouble = Some(crate::Trouble::RateLimited);
                 let pause = retry_after.unwrap_or(cx.config.budget.pause_without_retry_after);
                 cx.buckets.pause(Kind::StreamOpen, cx.now + pause);
             }
-            Some(StreamError::Transient) | None => {}
+            Some(StreamError::Transient) => self.stream_trouble = Some(crate::Trouble::Unreachable),
+            None => {}
         }
         self.wait_to_reopen(cx);
     }

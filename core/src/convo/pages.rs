@@ -46,6 +46,7 @@ impl Convo {
             return;
         };
         self.fetch.state = FetchState::Idle;
+        self.fetch.trouble = None;
         let len = messages.len();
         let full = len >= usize::from(limit);
         // This page settles the recheck from `since` up, unless the recheck was asked for

@@ -899,6 +899,7 @@ impl Sim {
                 ));
             }
             Command::Anomaly { .. } => self.report.anomalies += 1,
+            Command::Status { .. } => {}
             Command::Event { .. } => {}
         }
     }

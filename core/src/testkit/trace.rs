@@ -78,6 +78,9 @@ pub fn format_command(command: &Command) -> String {
         Command::Clear { convo, reason } => {
             let _ = write!(s, "clear {convo} {reason:?}");
         }
+        Command::Status { convo, status } => {
+            let _ = write!(s, "status {convo} {status}");
+        }
         Command::Anomaly { convo, anomaly } => {
             let _ = write!(s, "anomaly {convo} {anomaly:?}");
         }

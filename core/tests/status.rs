@@ -1,0 +1,76 @@
+//! Conversation status for applications: emitted on change, queried at any time.
+#![cfg(feature = "testkit")]
+
+use gapless::testkit::Harness;
+use gapless::*;
+use std::time::Duration;
+
+fn statuses(h: &Harness) -> Vec<String> {
+    h.commands()
+        .iter()
+        .filter_map(|c| match c {
+            Command::Status { status, .. } => Some(match status {
+                Status::CaughtUp { .. } => "caught up".to_string(),
+                Status::CatchingUp { .. } => "catching up".to_string(),
+                Status::Retrying { reason, .. } => format!("retrying: {reason:?}"),
+                _ => "other".to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn status_follows_a_conversation_through_connect_gap_refusal_and_recovery() {
+    let mut h = Harness::new(Config::default());
+    h.subscribe(Subscription::live("c"));
+    assert_eq!(statuses(&h), ["catching up"], "connecting");
+    h.open("c");
+    let f = h.take_fetch().unwrap();
+    h.answer(&f, vec![]);
+    assert_eq!(statuses(&h).last().unwrap(), "caught up");
+    // A gap.
+    h.stream("c", Message::new("m1", 1, 1));
+    h.stream("c", Message::new("m3", 3, 1));
+    assert_eq!(statuses(&h).last().unwrap(), "catching up");
+    h.advance(Duration::from_millis(500));
+    // The fetch for it is refused: 401, then the server is unreachable.
+    let f = h.take_fetch().unwrap();
+    h.fail(&f, Failure::Unauthorized);
+    assert_eq!(statuses(&h).last().unwrap(), "retrying: Unauthorized");
+    let Some(Status::Retrying { until, .. }) = h.machine().status(&"c".into()) else {
+        panic!("{:?}", h.machine().status(&"c".into()))
+    };
+    assert!(until > h.now());
+    h.advance(Duration::from_secs(2));
+    let f = h.take_fetch().unwrap();
+    h.fail(&f, Failure::Transient);
+    assert_eq!(statuses(&h).last().unwrap(), "retrying: Unreachable");
+    // Recovery.
+    h.advance(Duration::from_secs(4));
+    let f = h.take_fetch().unwrap();
+    h.answer(
+        &f,
+        vec![
+            Message::new("m1", 1, 1),
+            Message::new("m2", 2, 1),
+            Message::new("m3", 3, 1),
+        ],
+    );
+    assert_eq!(statuses(&h).last().unwrap(), "caught up");
+    assert_eq!(
+        h.machine().status(&"c".into()),
+        Some(Status::CaughtUp { seq: Seq(3) })
+    );
+    // Not one status per message: in-order messages change nothing.
+    let n = statuses(&h).len();
+    for s in 4..=50 {
+        h.stream("c", Message::new(format!("m{s}"), s, 1));
+    }
+    assert_eq!(statuses(&h).len(), n);
+    // A dropped stream that cannot reconnect says so.
+    h.close("c", Some(StreamError::Transient));
+    assert_eq!(statuses(&h).last().unwrap(), "retrying: Unreachable");
+    assert_eq!(h.machine().caught_up(), 0);
+    h.assert_invariants();
+}
