@@ -14,6 +14,7 @@ fn main() {
     let runs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(400);
     let gap_info = args.next().is_some_and(|a| a == "gap_info");
     let (mut sent, mut served, mut delivered, mut late, mut unreachable) = (0, 0, 0, 0, 0);
+    let (mut fetches, mut replays) = (0, 0);
     let mut lost: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut lost_unreachable = 0;
     let mut violations = 0;
@@ -58,6 +59,8 @@ fn main() {
         served += r.served;
         delivered += r.delivered;
         late += r.late;
+        fetches += r.fetches;
+        replays += r.late_replays;
         unreachable += r.unreachable;
         lost_unreachable += r.lost_unreachable;
         violations += r.violations.len();
@@ -66,7 +69,7 @@ fn main() {
         }
     }
     let per_million = |n: usize| n as f64 * 1e6 / sent.max(1) as f64;
-    println!("runs {runs}, gapInfo {gap_info}: {sent} messages sent, {served} served at the end, {delivered} delivered ({late} late), {unreachable} unreachable ranges");
+    println!("runs {runs}, gapInfo {gap_info}: {sent} messages sent, {served} served at the end, {delivered} deliveries ({late} late, {replays} late re-reads a store drops), {unreachable} unreachable ranges, {fetches} fetches");
     println!(
         "{:<58} {:>8} {:>12}",
         "lost, by class", "count", "per million"

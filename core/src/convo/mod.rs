@@ -36,6 +36,10 @@ const EPHEMERAL_WINDOW: usize = 32;
 /// `unreachable_retry`.
 const UNREACHABLE_BACKOFF_CAP: u32 = 32;
 
+/// Looks at an unreachable range (each reading it whole) before it is no longer asked for:
+/// 1 + 2 + 4 + 8 + 16 times `unreachable_retry` apart, about half an hour by default.
+const UNREACHABLE_LOOKS: u32 = 5;
+
 /// What a conversation needs from the machine while it handles an input.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,

@@ -18,7 +18,9 @@
 //! is delivered late. Paging goes on at once after every full page that moved anything,
 //! never waiting for a poll.
 
-use super::{Convo, Ctx, FetchState, Purpose, Sighting, UNREACHABLE_BACKOFF_CAP};
+use super::{
+    Convo, Ctx, FetchState, Purpose, Sighting, UNREACHABLE_BACKOFF_CAP, UNREACHABLE_LOOKS,
+};
 use crate::buffer::Buffer;
 use crate::{Anomaly, Gaps, Message, RequestId, Seq, Time};
 use smallvec::SmallVec;
@@ -459,6 +461,15 @@ impl Convo {
         }
         u.at = u.from;
         u.tries = u.tries.saturating_add(1);
+        if u.tries >= UNREACHABLE_LOOKS {
+            // Looked at long enough (about half an hour): it stays recorded as unreachable
+            // (the store has it; a message found there later is still delivered late), but
+            // is no longer asked for, so that a busy conversation's holes do not cost
+            // fetches for ever.
+            a.unreachable.remove(i);
+            self.sync_unreachable();
+            return;
+        }
         let factor = 1u32
             .checked_shl(u.tries.min(16))
             .unwrap_or(u32::MAX)
