@@ -26,6 +26,15 @@ impl Rng {
     }
 }
 
+/// Exponential backoff with full jitter: uniform in `0..=min(cap, base·2^(attempt-1))`.
+pub(crate) fn backoff(config: &crate::Config, rng: &mut Rng, attempt: u32) -> std::time::Duration {
+    let base = config.backoff_base.as_millis() as u64;
+    let cap = config.backoff_cap.as_millis() as u64;
+    let shift = attempt.saturating_sub(1).min(40);
+    let ceiling = base.saturating_mul(1u64 << shift).min(cap);
+    std::time::Duration::from_millis(rng.up_to(ceiling))
+}
+
 #[cfg(test)]
 mod tests {
     use super::Rng;
@@ -40,13 +49,4 @@ mod tests {
         }
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
     }
-}
-
-/// Exponential backoff with full jitter: uniform in `0..=min(cap, base·2^(attempt-1))`.
-pub(crate) fn backoff(config: &crate::Config, rng: &mut Rng, attempt: u32) -> std::time::Duration {
-    let base = config.backoff_base.as_millis() as u64;
-    let cap = config.backoff_cap.as_millis() as u64;
-    let shift = attempt.saturating_sub(1).min(40);
-    let ceiling = base.saturating_mul(1u64 << shift).min(cap);
-    std::time::Duration::from_millis(rng.up_to(ceiling))
 }

@@ -650,7 +650,7 @@ impl Sim {
     }
 
     fn shared_connected(&self, stream: StreamId) -> bool {
-        self.streams.iter().any(|s| *s == Some((stream, true)))
+        self.streams.contains(&Some((stream, true)))
     }
 
     fn drop_shared(&mut self, stream: StreamId) {
