@@ -82,7 +82,7 @@ pub enum Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Phase::Ticket => "the WebSocket's ticket",
+            Phase::Ticket => "the WebSocket's ticket request",
             Phase::Upgrade => "the WebSocket",
         })
     }
