@@ -4,7 +4,8 @@
 //! Every call's outcome is also a `tracing` event (target `gapless_adapter::io`) with a
 //! sentence for people and fields for programs that report per conversation (the CLI does):
 //!
-//! - `convo`; `call`: `"stream"` or `"fetch"`;
+//! - `convo`; `call`: `"stream"` or `"fetch"` (or `"socket"`, with no `convo`: the mlsChat
+//!   WebSocket every conversation shares, see [`SharedCall`]);
 //! - `result`: `"ok"` (debug: the server answered 2xx; `status`), `"refused"` (warn: any
 //!   other status; `status`, `answer` in words), `"unreachable"` (warn: no answer at all;
 //!   `problem`, a [`TransportProblem`] in words), `"undecodable"` (warn: the server sent

@@ -126,6 +126,8 @@ impl SharedCall {
     /// most [`MAX_TICKET_BODY`](gapless_catbird::realtime::ticket::MAX_TICKET_BODY) bytes
     /// and one more). `Ok`: the URL to open the socket at (see
     /// [`Options::follow_ticket_endpoint`]); `Err`: what to report instead.
+    // Once per connect: the size of the closing input does not matter.
+    #[allow(clippy::result_large_err)]
     pub fn ticket_answer(
         &self,
         status: u16,

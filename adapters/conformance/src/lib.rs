@@ -630,15 +630,15 @@ pub fn subscribes_while_the_application_is_behind<D: Driver>(seed: u64) {
     ));
 }
 
+/// How many tokens were asked for, per NSID.
+type Asked = Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
+
 /// Tokens minted per request, as [`dev_tokens`], counting the requests per NSID; a
-/// token for `refuse` is garbage (the server answers 401) until `refusing_until`.
+/// token for `refuse.0` is garbage (the server answers 401) until `refuse.1`.
 fn counting_tokens(
     server: &Server,
     refuse: Option<(&'static str, Instant)>,
-) -> (
-    Arc<dyn TokenProvider>,
-    Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
-) {
+) -> (Arc<dyn TokenProvider>, Asked) {
     let asked = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
     let secret = server.server.options().secret.clone();
     let log = asked.clone();
