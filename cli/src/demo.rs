@@ -28,6 +28,11 @@ pub struct Args {
     /// Messages per second, in all.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
+    /// The API gapless speaks to the server: `mls` (an SSE stream per conversation) or
+    /// `mlschat` (one WebSocket for all of them). The stream-only client compared with it
+    /// always uses SSE, as the seed did.
+    #[arg(long, value_enum, default_value = "mls")]
+    api: crate::ApiArg,
     /// Seed of the fault plan (same seed, same faults).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -82,9 +87,18 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
     } else {
         "off"
     };
+    let api = gapless_adapter::Api::from(args.api);
     println!(
-        "gapless demo: dev server on {base}, profile {:?}, seed {}, rate limits {limits}; {} conversations x {} messages at {}/s",
-        args.profile, args.seed, args.convos, args.messages, args.rate
+        "gapless demo: dev server on {base}, profile {:?}, seed {}, rate limits {limits}; {} conversations x {} messages at {}/s; gapless speaks {}",
+        args.profile,
+        args.seed,
+        args.convos,
+        args.messages,
+        args.rate,
+        match api {
+            gapless_adapter::Api::MlsChat => "mlsChat (one WebSocket)",
+            _ => "mls (an SSE stream per conversation)",
+        }
     );
     for c in 0..args.convos {
         server.create_convo(&format!("c{c}"));
@@ -100,7 +114,7 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
             nonce.fetch_add(1, Ordering::Relaxed),
         )))
     };
-    let mut options = gapless_tokio::Options::new(&base);
+    let mut options = gapless_tokio::Options::new(&base).with_api(api);
     options.config.rng_seed = args.seed;
     let (sync, mut updates) = gapless_tokio::Sync::spawn(options, store, tokens)?;
     for c in 0..args.convos {

@@ -40,6 +40,25 @@ enum Command {
     Inspect(inspect::Args),
 }
 
+/// Which of the Catbird server's APIs to speak (`--api`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiArg {
+    /// blue.catbird.mls: one server-sent-events stream per conversation (the SSE-era API)
+    Mls,
+    /// blue.catbird.mlsChat: one WebSocket for every conversation (the newest API; its
+    /// servers answer 404 to blue.catbird.mls.getMessages)
+    Mlschat,
+}
+
+impl From<ApiArg> for gapless_adapter::Api {
+    fn from(api: ApiArg) -> gapless_adapter::Api {
+        match api {
+            ApiArg::Mls => gapless_adapter::Api::Mls,
+            ApiArg::Mlschat => gapless_adapter::Api::MlsChat,
+        }
+    }
+}
+
 /// A duration like `30s`, `2m`, `1h 5m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))

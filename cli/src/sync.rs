@@ -39,10 +39,19 @@ pub struct Args {
     /// Stop gracefully after this long (`30s`, `5m`); without it, run until Ctrl-C.
     #[arg(long = "for", value_parser = crate::parse_duration)]
     duration: Option<Duration>,
+    /// The server's API: `mls` (an SSE stream per conversation) or `mlschat` (one
+    /// WebSocket for all of them: servers from Feb 2026 on, which answer 404 to `mls`).
+    #[arg(long, value_enum, default_value = "mls")]
+    api: crate::ApiArg,
+    /// With `--api mlschat`: open the WebSocket where the server's ticket says (its
+    /// `endpoint`) instead of at `--server`. The real server's tickets name its production
+    /// host unless its deployment says otherwise, so this is off by default.
+    #[arg(long)]
+    follow_ticket_endpoint: bool,
     /// Use the blocking (thread) driver instead of tokio.
     #[arg(long)]
     blocking: bool,
-    /// Page with `sinceMessage` (older servers) instead of `sinceSeq`.
+    /// Page with `sinceMessage` (older servers) instead of `sinceSeq` (`--api mls` only).
     #[arg(long)]
     since_message: bool,
     /// Print every message as it is stored.
@@ -234,6 +243,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         bail!("--server must be an http:// or https:// URL (got {base:?})");
     }
+    let api = gapless_adapter::Api::from(args.api);
+    if args.since_message && api == gapless_adapter::Api::MlsChat {
+        bail!("--since-message is for --api mls: mlsChat's getMessages pages with sinceSeq only");
+    }
+    if args.follow_ticket_endpoint && api != gapless_adapter::Api::MlsChat {
+        bail!("--follow-ticket-endpoint is for --api mlschat (the WebSocket's ticket)");
+    }
     let tokens = tokens(args.token.clone(), args.token_command.clone())?;
     let store = SqliteStore::open(&args.db).map_err(|e| errors::database(&args.db, true, &e))?;
     // The same conversation twice would be refused by the driver: once is what was meant.
@@ -257,7 +273,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut tally = Tally::new(&names);
     let deadline = args.duration.map(|d| started + d);
-    let mut options = gapless_adapter::Options::new(base);
+    let mut options = gapless_adapter::Options::new(base).with_api(api);
+    options.follow_ticket_endpoint = args.follow_ticket_endpoint;
     options.wire = wire;
     let job = Job {
         options,

@@ -1,6 +1,6 @@
 //! The `gapless` binary end to end: `sync` with a token command against a server that
-//! accepts each minted token once, `inspect --json` against the server's log, and clear
-//! errors for bad input.
+//! accepts each minted token once (over either API), `inspect --json` against the server's
+//! log, `demo --api mlschat`, and clear errors for bad input.
 
 use gapless_devserver::{DevServer, Faults, Options, Profile};
 use std::process::Command;
@@ -95,6 +95,125 @@ fn sync_with_a_token_command_then_inspect_json_matches_the_server() {
     assert!(text.contains("messages    40 (seq 1..=40)"), "{text}");
 }
 
+/// `--api mlschat`, with either driver: one WebSocket, tokens minted for each method's own
+/// NSID (the hostile profile checks `lxm`), the database equal to the server's log.
+#[cfg(unix)]
+#[test]
+fn sync_over_mlschat_with_either_driver_matches_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut options = Options::new(Profile::Hostile, 5);
+    options.faults = Faults::default();
+    let server = runtime.block_on(DevServer::start(options)).unwrap();
+    server.create_convo("c0");
+    server.create_convo("c1");
+    for n in 0..40u8 {
+        server.post(if n % 2 == 0 { "c1" } else { "c0" }, vec![n; 16]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mint.sh");
+    let asked = dir.path().join("asked.txt");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {}\necho \"dev-secret.$1.$$-$(date +%s%N)\"\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = dir.path().join("s.db");
+    let sync = |driver: &[&str]| {
+        let out = gapless()
+            .args(["sync", "--api", "mlschat", "--server", &server.base_url()])
+            .arg("--token-command")
+            .arg(&script)
+            .args(["--convo", "c0", "--convo", "c1", "--for", "3s", "--db"])
+            .arg(&db)
+            .args(driver)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stdout = sync(&[]);
+    assert!(stdout.contains("40 new message(s)"), "{stdout}");
+    for n in 0..10u8 {
+        server.post("c0", vec![n; 16]);
+    }
+    let stdout = sync(&["--blocking"]);
+    assert!(stdout.contains("10 new message(s)"), "{stdout}");
+    let out = gapless()
+        .args(["inspect", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut stored: Vec<(String, u64, String)> = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["convo"].as_str().unwrap().to_string(),
+                m["seq"].as_u64().unwrap(),
+                m["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    stored.sort();
+    assert_eq!(stored, server.log());
+    let asked = std::fs::read_to_string(&asked).unwrap();
+    let mut methods: Vec<&str> = asked.lines().collect();
+    methods.sort();
+    methods.dedup();
+    assert_eq!(
+        methods,
+        [
+            "blue.catbird.mlsChat.getMessages",
+            "blue.catbird.mlsChat.getSubscriptionTicket"
+        ]
+    );
+}
+
+/// `gapless demo --api mlschat`: the in-process dev server, one WebSocket, and the checks
+/// against the database pass.
+#[test]
+fn the_demo_over_mlschat_loses_nothing() {
+    let out = gapless()
+        .args([
+            "demo",
+            "--api",
+            "mlschat",
+            "--convos",
+            "3",
+            "--messages",
+            "40",
+            "--rate",
+            "80",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("gapless speaks mlsChat (one WebSocket)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("gapless: nothing lost, nothing twice, all in order."),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let out = gapless()
@@ -135,4 +254,31 @@ fn bad_input_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown profile"));
+
+    let out = gapless()
+        .args([
+            "sync",
+            "--api",
+            "mlschat",
+            "--since-message",
+            "--server",
+            "http://x",
+            "--token",
+            "t",
+            "--convo",
+            "c",
+            "--db",
+            "/tmp/never.db",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since-message is for --api mls"));
+
+    let out = gapless()
+        .args(["demo", "--api", "websocket"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mlschat"));
 }

@@ -4,7 +4,12 @@
 //! rustls): for programs without an async runtime — CLI tools, FFI hosts, embedded Linux.
 //! The loop is str0m's `chat.rs` shape: drain the machine's commands, wait on a channel
 //! with a timeout equal to the next deadline, feed back what arrives. Each SSE stream reads
-//! on its own thread; fetches run on a pool of `max_inflight_fetches` threads. The wire
+//! on its own thread; fetches run on a pool of `max_inflight_fetches` threads. With
+//! [`Api::MlsChat`] one WebSocket (tungstenite with rustls and the webpki roots, as ureq)
+//! carries every live conversation, read on its own thread: a global ticket first (a new
+//! one per connect), then the socket at the configured server (or the ticket's `endpoint`
+//! with [`Options::follow_ticket_endpoint`]); its reads time out every 200 ms so that the
+//! thread notices a close, and closing it also shuts its TCP connection down. The wire
 //! format, the store protocol and the command handling are `gapless-adapter`'s, shared with
 //! `gapless-tokio`; each delivery batch is committed to the [`Store`] before the application
 //! hears of it.
@@ -36,19 +41,24 @@
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::catbird::Limits;
 use gapless_adapter::{
-    FetchCall, Io, Request, Session, SessionError, Step, Store, StreamCall, TokenProvider,
-    TransportProblem, Update,
+    Closing, FetchCall, Io, Phase, Read as Next, Request, Session, SessionError, SharedCall,
+    SocketMessage, Step, Store, StreamCall, TokenProvider, TransportProblem, Update,
 };
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use std::time::Instant;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::Message;
 
 pub use gapless_adapter;
-pub use gapless_adapter::{Finished, Options};
+pub use gapless_adapter::{Api, Finished, Options};
 
 /// Why the driver stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +95,7 @@ impl<S: Store> Sync<S> {
         store: S,
         tokens: impl TokenProvider,
     ) -> Result<(Sync<S>, Receiver<Update>), SyncError> {
-        let session = Session::new(options.config.clone(), store, options.wire.clone())?;
+        let session = options.session(store)?;
         let (tx, rx) = mpsc::channel();
         let (updates_tx, updates) = mpsc::sync_channel(options.updates_capacity.max(1));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -182,7 +192,20 @@ struct IoContext {
 struct StreamThread {
     cancel: Arc<AtomicBool>,
     agent: ureq::Agent,
+    /// A WebSocket's TCP connection, once it has one: shut down to interrupt a read.
+    socket: Arc<Mutex<Option<TcpStream>>>,
     thread: JoinHandle<()>,
+}
+
+impl StreamThread {
+    /// Stops it promptly: nothing more is reported, its request or read is interrupted.
+    fn interrupt(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        self.agent.clone().shutdown();
+        if let Some(socket) = self.socket.lock().ok().and_then(|mut s| s.take()) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 struct Owner<S> {
@@ -253,7 +276,9 @@ impl<S: Store> Owner<S> {
                 Err(RecvTimeoutError::Disconnected) | Ok(Msg::Shutdown) => return Ok(()),
                 Ok(Msg::Request(request)) => self.session.request(request)?,
                 Ok(Msg::Io(input)) => {
-                    if let Input::StreamClosed { stream, .. } = &input {
+                    if let Input::StreamClosed { stream, .. } | Input::SharedClosed { stream, .. } =
+                        &input
+                    {
                         if let Some(t) = self.streams.remove(stream) {
                             self.closing.push(t);
                         }
@@ -273,10 +298,14 @@ impl<S: Store> Owner<S> {
                     let t = spawn_stream(self.io.clone(), call)?;
                     self.streams.insert(stream, t);
                 }
-                Io::Close { stream, .. } => {
+                Io::OpenShared(call) => {
+                    let stream = call.stream;
+                    let t = spawn_shared(self.io.clone(), call)?;
+                    self.streams.insert(stream, t);
+                }
+                Io::Close { stream, .. } | Io::CloseShared { stream } => {
                     if let Some(t) = self.streams.remove(&stream) {
-                        t.cancel.store(true, Ordering::SeqCst);
-                        t.agent.clone().shutdown();
+                        t.interrupt();
                         self.closing.push(t);
                     }
                 }
@@ -323,8 +352,7 @@ impl<S: Store> Owner<S> {
             .map(|(_, t)| t)
             .chain(self.closing.drain(..))
         {
-            t.cancel.store(true, Ordering::SeqCst);
-            t.agent.clone().shutdown();
+            t.interrupt();
             let _ = t.thread.join();
         }
         for worker in self.pool.drain(..) {
@@ -371,7 +399,7 @@ fn fetch_worker(io: IoContext, jobs: Arc<Mutex<Receiver<FetchCall>>>) {
 }
 
 fn fetch(io: &IoContext, call: &FetchCall) -> Input {
-    let Some(auth) = token(io, FetchCall::NSID) else {
+    let Some(auth) = token(io, call.nsid) else {
         return call.failed();
     };
     let url = io.options.url(&call.path_and_query);
@@ -434,6 +462,7 @@ fn spawn_stream(io: IoContext, call: StreamCall) -> Result<StreamThread, SyncErr
     Ok(StreamThread {
         cancel,
         agent,
+        socket: Arc::new(Mutex::new(None)),
         thread,
     })
 }
@@ -490,5 +519,230 @@ fn stream(io: &IoContext, agent: &ureq::Agent, call: &StreamCall, send: &dyn Fn(
                 return send(call.closed(transient));
             }
         }
+    }
+}
+
+/// How often a WebSocket read gives up waiting, so that its thread notices a close even if
+/// shutting the connection down did not wake it.
+const SOCKET_POLL: Duration = Duration::from_millis(200);
+
+fn spawn_shared(io: IoContext, call: SharedCall) -> Result<StreamThread, SyncError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    // Its own agent, so that closing it interrupts this ticket request only.
+    let agent = agent(&io.options);
+    let socket = Arc::new(Mutex::new(None));
+    let thread = {
+        let (cancel, agent, socket) = (cancel.clone(), agent.clone(), socket.clone());
+        std::thread::Builder::new()
+            .name(format!("gapless-socket-{}", call.stream.0))
+            .spawn(move || {
+                let send = |input: Input| {
+                    if !cancel.load(Ordering::SeqCst) {
+                        let _ = io.tx.send(Msg::Io(input));
+                    }
+                };
+                let end = shared(&io, &agent, &socket, &cancel, &call, &send);
+                send(end);
+            })?
+    };
+    Ok(StreamThread {
+        cancel,
+        agent,
+        socket,
+        thread,
+    })
+}
+
+/// What a connection that did not open reports, after the wait the server asked for (cut
+/// short if the connection is closed meanwhile: then nothing is reported).
+fn hold(closing: Closing, cancel: &AtomicBool) -> Input {
+    if let Some(wait) = closing.wait {
+        let until = Instant::now() + wait;
+        while !cancel.load(Ordering::SeqCst) {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+    closing.input
+}
+
+/// Runs one connection of the shared stream (a ticket, the WebSocket) to its end, sending
+/// every input but the closing one, which it returns.
+fn shared(
+    io: &IoContext,
+    agent: &ureq::Agent,
+    slot: &Mutex<Option<TcpStream>>,
+    cancel: &AtomicBool,
+    call: &SharedCall,
+    send: &dyn Fn(Input),
+) -> Input {
+    let hold = |closing: Closing| hold(closing, cancel);
+    let Some(auth) = token(io, SharedCall::TICKET_NSID) else {
+        return hold(call.failed());
+    };
+    let sent = agent
+        .post(&io.options.url(&call.ticket_path()))
+        .header("Authorization", &auth)
+        .header("Content-Type", "application/json")
+        .config()
+        .timeout_global(Some(io.options.request_timeout))
+        .build()
+        .send(call.ticket_body());
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "ticket request failed");
+            return hold(call.unreachable(Phase::Ticket, problem(&e)));
+        }
+    };
+    let status = response.status().as_u16();
+    let retry = retry_after(&response);
+    let limit = gapless_adapter::catbird::realtime::ticket::MAX_TICKET_BODY;
+    let Ok(bytes) = body(response, limit) else {
+        return hold(call.failed());
+    };
+    let url = match call.ticket_answer(status, retry.as_deref(), &bytes, &io.options) {
+        Ok(url) => url,
+        Err(closing) => return hold(closing),
+    };
+    let mut request = match url.into_client_request() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "socket URL");
+            return hold(call.unreachable(Phase::Upgrade, TransportProblem::Other));
+        }
+    };
+    if let Ok(agent) = io.options.user_agent.parse() {
+        request.headers_mut().insert("user-agent", agent);
+    }
+    let tcp = match connect(&request, &io.options) {
+        Ok(tcp) => tcp,
+        Err(problem) => return hold(call.unreachable(Phase::Upgrade, problem)),
+    };
+    match (tcp.try_clone(), slot.lock()) {
+        (Ok(clone), Ok(mut slot)) => *slot = Some(clone),
+        _ => return hold(call.unreachable(Phase::Upgrade, TransportProblem::Other)),
+    }
+    if cancel.load(Ordering::SeqCst) {
+        return call.closed(None);
+    }
+    let limits = &io.options.wire.limits;
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(limits.max_event.saturating_add(1)))
+        .max_frame_size(Some(limits.max_event.saturating_add(1)));
+    let mut socket = match tungstenite::client_tls_with_config(request, tcp, Some(config), None) {
+        Ok((socket, _)) => socket,
+        Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok());
+            let body = response.body().as_deref().unwrap_or_default();
+            return hold(call.refused(response.status().as_u16(), retry, body));
+        }
+        Err(HandshakeError::Failure(e)) => {
+            tracing::debug!(error = %e, "WebSocket connect failed");
+            return hold(call.unreachable(Phase::Upgrade, ws_problem(&e)));
+        }
+        // The read timeout struck mid-handshake.
+        Err(HandshakeError::Interrupted(_)) => {
+            return hold(call.unreachable(Phase::Upgrade, TransportProblem::Timeout))
+        }
+    };
+    // From now on a read gives up every SOCKET_POLL, to look at `cancel`.
+    if let Some(tcp) = slot.lock().ok().as_ref().and_then(|s| s.as_ref()) {
+        let _ = tcp.set_read_timeout(Some(SOCKET_POLL));
+    }
+    send(call.opened());
+    let reader = call.reader(limits);
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            return call.closed(None);
+        }
+        let message = match socket.read() {
+            Ok(m) => m,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(
+                tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed
+                | tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ),
+            ) => return call.ended(),
+            Err(e) => return call.broke(&e),
+        };
+        let next = match &message {
+            Message::Binary(b) => reader.read(SocketMessage::Binary(b)),
+            Message::Text(t) => reader.read(SocketMessage::Text(t.as_str())),
+            Message::Ping(_) => reader.read(SocketMessage::Ping),
+            Message::Pong(_) => reader.read(SocketMessage::Pong),
+            Message::Close(_) => reader.read(SocketMessage::Close),
+            Message::Frame(_) => Next::Nothing,
+        };
+        match next {
+            Next::Input(input) => send(input),
+            Next::Nothing => {}
+            Next::Close(input) => return input,
+        }
+    }
+}
+
+/// The WebSocket's TCP connection: `connect_timeout` per address, then `request_timeout` for
+/// every read and write of the handshake.
+fn connect(
+    request: &tungstenite::handshake::client::Request,
+    options: &Options,
+) -> Result<TcpStream, TransportProblem> {
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .ok_or(TransportProblem::Other)?;
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("wss") => 443,
+        _ => 80,
+    });
+    let addrs = (host, port).to_socket_addrs().map_err(|e| {
+        tracing::debug!(error = %e, "socket address");
+        TransportProblem::Dns
+    })?;
+    let mut problem = TransportProblem::Dns;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, options.connect_timeout) {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                let timeout = Some(options.request_timeout);
+                if tcp.set_read_timeout(timeout).is_err() || tcp.set_write_timeout(timeout).is_err()
+                {
+                    return Err(TransportProblem::Other);
+                }
+                return Ok(tcp);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %addr, "WebSocket connect failed");
+                problem = TransportProblem::of(&e);
+            }
+        }
+    }
+    Err(problem)
+}
+
+/// Why a WebSocket handshake got no answer.
+fn ws_problem(e: &tungstenite::Error) -> TransportProblem {
+    match e {
+        tungstenite::Error::Io(io) => TransportProblem::of(io),
+        tungstenite::Error::Tls(_) => TransportProblem::Tls,
+        other => TransportProblem::of(other),
     }
 }

@@ -17,6 +17,7 @@ struct BlockingRunning {
 impl Driver for Blocking {
     fn start(setup: Setup) -> Box<dyn Running> {
         let mut options = Options::new(setup.base_url);
+        options.api = setup.api;
         options.config = setup.config;
         options.request_timeout = setup.request_timeout;
         options.updates_capacity = setup.updates_capacity;

@@ -4,7 +4,8 @@
 //! Every call's outcome is also a `tracing` event (target `gapless_adapter::io`) with a
 //! sentence for people and fields for programs that report per conversation (the CLI does):
 //!
-//! - `convo`; `call`: `"stream"` or `"fetch"`;
+//! - `convo`; `call`: `"stream"` or `"fetch"` (or `"socket"`, with no `convo`: the mlsChat
+//!   WebSocket every conversation shares, see [`SharedCall`]);
 //! - `result`: `"ok"` (debug: the server answered 2xx; `status`), `"refused"` (warn: any
 //!   other status; `status`, `answer` in words), `"unreachable"` (warn: no answer at all;
 //!   `problem`, a [`TransportProblem`] in words), `"undecodable"` (warn: the server sent
@@ -15,11 +16,15 @@
 //! Each fetch logs exactly one of these; a stream logs one when it opens or is refused or
 //! unreachable, and one for an undecodable frame.
 
+use crate::options::Api;
+use crate::socket::SharedCall;
 use gapless::{ConvoId, Failure, FetchRequest, Input, StreamError, StreamEvent, StreamId};
 use gapless_catbird::messages::{stream_path_and_query, GetMessages, GetMessagesResponse, Paging};
 use gapless_catbird::sse::SseDecoder;
 use gapless_catbird::status::ErrorAnswer;
-use gapless_catbird::{event, DecodeError, Limits, GET_MESSAGES, STREAM_CONVO_EVENTS};
+use gapless_catbird::{
+    event, mlschat, DecodeError, Limits, GET_MESSAGES, MLSCHAT_GET_MESSAGES, STREAM_CONVO_EVENTS,
+};
 use std::fmt;
 
 /// Why a request got no answer from the server at all. The drivers tell it from their HTTP
@@ -107,7 +112,7 @@ impl fmt::Display for TransportProblem {
 
 /// An error answer in words: `401 Unauthorized: ExpiredToken ("Token has expired")`. What
 /// the server wrote is shortened and stripped of control characters.
-struct Said<'a>(&'a ErrorAnswer);
+pub(crate) struct Said<'a>(pub(crate) &'a ErrorAnswer);
 
 impl fmt::Display for Said<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -158,7 +163,7 @@ fn reason(status: u16) -> Option<&'static str> {
 
 /// Server-written text, safe to print on a terminal: one line, no control characters, at
 /// most 160 characters.
-fn clean(text: &str) -> String {
+pub(crate) fn clean(text: &str) -> String {
     let one_line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -211,6 +216,14 @@ pub enum Io {
         /// The conversation.
         convo: ConvoId,
         /// The stream.
+        stream: StreamId,
+    },
+    /// Open the shared stream ([`Api::MlsChat`](crate::Api::MlsChat): a ticket, then the
+    /// WebSocket) and report on it with the [`SharedCall`].
+    OpenShared(SharedCall),
+    /// Stop reading the shared stream; report nothing more about it.
+    CloseShared {
+        /// The connection.
         stream: StreamId,
     },
     /// Make a fetch and report its answer with the [`FetchCall`].
@@ -350,18 +363,33 @@ pub struct FetchCall {
     pub request: FetchRequest,
     /// Path and query, to append to the base URL.
     pub path_and_query: String,
+    /// The method's NSID, for the token provider: [`FetchCall::NSID`]
+    /// (`blue.catbird.mls.getMessages`) or `blue.catbird.mlsChat.getMessages`.
+    pub nsid: &'static str,
 }
 
 impl FetchCall {
-    /// The method's NSID, for the token provider.
+    /// The SSE-era method's NSID ([`Api::Mls`](crate::Api::Mls)); a call's own is
+    /// [`FetchCall::nsid`].
     pub const NSID: &'static str = GET_MESSAGES;
 
-    /// The call for a fetch.
+    /// The call for a fetch, on the SSE-era API ([`Api::Mls`](crate::Api::Mls)).
     pub fn new(request: FetchRequest, wire: &Wire) -> FetchCall {
-        let path_and_query = GetMessages::for_fetch(&request, wire.paging).path_and_query();
+        FetchCall::for_api(request, wire, Api::Mls)
+    }
+
+    /// The call for a fetch on `api`: `blue.catbird.mls.getMessages` (paged as
+    /// [`Wire::paging`] says) or `blue.catbird.mlsChat.getMessages` (always `sinceSeq`,
+    /// `type=app`).
+    pub fn for_api(request: FetchRequest, wire: &Wire, api: Api) -> FetchCall {
+        let path_and_query = match api {
+            Api::Mls => GetMessages::for_fetch(&request, wire.paging).path_and_query(),
+            Api::MlsChat => mlschat::GetMessages::for_fetch(&request).path_and_query(),
+        };
         FetchCall {
             request,
             path_and_query,
+            nsid: api.get_messages_nsid(),
         }
     }
 
@@ -387,8 +415,13 @@ impl FetchCall {
                 failure,
             };
         }
-        let page = GetMessagesResponse::decode(body, limits)
-            .and_then(|r| r.into_page(self.request.id, convo, limits));
+        let page = if self.nsid == MLSCHAT_GET_MESSAGES {
+            mlschat::GetMessagesResponse::decode(body, limits)
+                .and_then(|r| r.into_page(self.request.id, convo, limits))
+        } else {
+            GetMessagesResponse::decode(body, limits)
+                .and_then(|r| r.into_page(self.request.id, convo, limits))
+        };
         match page {
             Ok(page) => {
                 tracing::debug!(convo = %convo, call = "fetch", result = "ok", status, "page");

@@ -14,6 +14,10 @@
 //!   commands, commits each batch before the application hears of it, and hands the driver
 //!   the IO to do ([`Io`]): streams to open and close, fetches to make. [`FetchCall`],
 //!   [`StreamCall`] and [`StreamReader`] turn HTTP answers and SSE bytes back into inputs.
+//! - [`Api`]: which of the server's APIs to speak, in [`Options::api`]: the SSE-era
+//!   `blue.catbird.mls` (a stream per conversation) or the newest `blue.catbird.mlsChat`
+//!   (one WebSocket for every conversation: [`SharedCall`] asks for its ticket and reads its
+//!   answers, [`SharedReader`] turns its frames into inputs).
 //!
 //! A driver is a loop: do the [`Io`] of a [`Step`], wait for an IO result or
 //! [`Session::deadline`], feed it back. No IO happens in this crate.
@@ -23,13 +27,15 @@
 mod io;
 mod options;
 mod session;
+mod socket;
 mod store;
 mod token;
 mod update;
 
 pub use io::{FetchCall, Io, StreamCall, StreamReader, TransportProblem, Wire};
-pub use options::{Finished, Options};
+pub use options::{Api, Finished, Options};
 pub use session::{Request, Session, SessionError, Step};
+pub use socket::{Closing, Phase, Read, SharedCall, SharedReader, SocketMessage};
 pub use store::{MemoryStore, Restored, Store, StoreError, Write};
 pub use token::{bearer, CommandToken, FixedToken, Token, TokenError, TokenProvider};
 pub use update::Update;

@@ -1,6 +1,8 @@
 //! The machine, its store, and the commands between them.
 
 use crate::io::{FetchCall, Io, StreamCall, Wire};
+use crate::options::Api;
+use crate::socket::SharedCall;
 use crate::store::{Store, StoreError, Write};
 use crate::update::Update;
 use gapless::{
@@ -63,18 +65,37 @@ pub struct Session<S> {
     machine: SyncMachine,
     store: S,
     wire: Wire,
+    api: Api,
     origin: Instant,
     batch: Vec<Write>,
     committed: u64,
 }
 
 impl<S: Store> Session<S> {
-    /// A session with nothing subscribed.
+    /// A session with nothing subscribed, speaking [`Api::Mls`] (SSE streams per
+    /// conversation, unless `config.shared_stream` asks for a shared one).
     pub fn new(config: Config, store: S, wire: Wire) -> Result<Session<S>, SessionError> {
+        Session::with(Api::Mls, config, store, wire)
+    }
+
+    /// A session with nothing subscribed, speaking `api`: the machine runs with
+    /// [`Config::shared_stream`] as the API needs it ([`Api::config`]), and fetches use the
+    /// API's `getMessages`.
+    pub fn for_api(
+        api: Api,
+        config: Config,
+        store: S,
+        wire: Wire,
+    ) -> Result<Session<S>, SessionError> {
+        Session::with(api, api.config(config), store, wire)
+    }
+
+    fn with(api: Api, config: Config, store: S, wire: Wire) -> Result<Session<S>, SessionError> {
         Ok(Session {
             machine: SyncMachine::new(config)?,
             store,
             wire,
+            api,
             origin: Instant::now(),
             batch: Vec::new(),
             committed: 0,
@@ -121,6 +142,11 @@ impl<S: Store> Session<S> {
         &self.wire
     }
 
+    /// The API it speaks.
+    pub fn api(&self) -> Api {
+        self.api
+    }
+
     /// Fetches asked for so far.
     pub fn fetches(&self) -> u64 {
         self.machine.stats().fetches
@@ -163,6 +189,10 @@ impl<S: Store> Session<S> {
     pub fn input(&mut self, input: Input) -> Result<Step, SessionError> {
         let live = match &input {
             Input::StreamEvent {
+                event: StreamEvent::Message { message, .. },
+                ..
+            }
+            | Input::SharedEvent {
                 event: StreamEvent::Message { message, .. },
                 ..
             } => Some(message.id.clone()),
@@ -220,9 +250,13 @@ impl<S: Store> Session<S> {
                     .io
                     .push(Io::Open(StreamCall::new(convo, stream, cursor.as_ref()))),
                 Command::CloseStream { convo, stream } => step.io.push(Io::Close { convo, stream }),
-                Command::Fetch(request) => {
-                    step.io.push(Io::Fetch(FetchCall::new(request, &self.wire)))
-                }
+                Command::OpenShared { stream, convos } => step
+                    .io
+                    .push(Io::OpenShared(SharedCall::new(stream, convos))),
+                Command::CloseShared { stream } => step.io.push(Io::CloseShared { stream }),
+                Command::Fetch(request) => step
+                    .io
+                    .push(Io::Fetch(FetchCall::for_api(request, &self.wire, self.api))),
                 Command::Deliver(delivery) => {
                     // The store decides about a late message: one it has is a replay.
                     let replay = delivery.order == Order::Late
@@ -385,6 +419,51 @@ mod tests {
             s.store().messages(&"c".into()),
             vec![(5, "new".to_string()), (5, "old".to_string())]
         );
+    }
+
+    #[test]
+    fn the_mlschat_api_shares_one_stream_and_fetches_with_its_own_method() {
+        // Whatever the configuration said, the API decides.
+        let config = Config {
+            shared_stream: false,
+            ..Config::default()
+        };
+        let mut s =
+            Session::for_api(Api::MlsChat, config, MemoryStore::new(), Wire::default()).unwrap();
+        assert!(s.machine().config().shared_stream);
+        let step = s.subscribe("c".into(), true).unwrap();
+        let shared = step.io.iter().find_map(|io| match io {
+            Io::OpenShared(call) => Some(call.clone()),
+            _ => None,
+        });
+        let call = shared.expect("one shared stream");
+        assert_eq!(call.convos, vec![ConvoId::from("c")]);
+        let fetch = step.io.iter().find_map(|io| match io {
+            Io::Fetch(f) => Some(f.clone()),
+            _ => None,
+        });
+        let fetch = fetch.expect("the catch-up on joining");
+        assert_eq!(fetch.nsid, "blue.catbird.mlsChat.getMessages");
+        assert!(fetch
+            .path_and_query
+            .starts_with("/xrpc/blue.catbird.mlsChat.getMessages?convoId=c&sinceSeq=0"));
+        // A second conversation joins: after join_delay the connection is replaced by one
+        // covering both.
+        s.subscribe("d".into(), true).unwrap();
+        std::thread::sleep(s.machine().config().join_delay + Duration::from_millis(20));
+        let step = s.timeout().unwrap();
+        assert!(step.io.contains(&Io::CloseShared {
+            stream: call.stream
+        }));
+        assert!(step.io.iter().any(|io| matches!(io,
+            Io::OpenShared(c) if c.convos == vec![ConvoId::from("c"), ConvoId::from("d")])));
+        // The SSE-era API never shares.
+        let config = Config {
+            shared_stream: true,
+            ..Config::default()
+        };
+        let s = Session::for_api(Api::Mls, config, MemoryStore::new(), Wire::default()).unwrap();
+        assert!(!s.machine().config().shared_stream);
     }
 
     #[test]

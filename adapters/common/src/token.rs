@@ -77,8 +77,10 @@ pub enum TokenError {
 }
 
 /// Gives a token for each request, asked with the method's NSID
-/// (`blue.catbird.mls.getMessages`, `blue.catbird.mls.streamConvoEvents`). Called once per
-/// request, from an IO task or thread, never from the machine's loop.
+/// (`blue.catbird.mls.getMessages`, `blue.catbird.mls.streamConvoEvents`; with
+/// [`Api::MlsChat`](crate::Api::MlsChat) `blue.catbird.mlsChat.getMessages` and
+/// `blue.catbird.mlsChat.getSubscriptionTicket`, the WebSocket taking the ticket). Called
+/// once per request, from an IO task or thread, never from the machine's loop.
 pub trait TokenProvider: Send + Sync + 'static {
     /// A token for one call of `nsid`.
     fn token(&self, nsid: &str) -> Result<Token, TokenError>;

@@ -11,11 +11,21 @@
 //! - the application was told of no id twice, and per conversation in seq order;
 //! - a message lost on the stream is recovered by the gap mechanism (about `gap_wait` plus
 //!   a round trip), not by the periodic safety net, which is set to minutes here.
+//!
+//! Most checks take the [`Api`] to speak: the SSE-era `blue.catbird.mls` (a stream per
+//! conversation) or the newest `blue.catbird.mlsChat` (one WebSocket for all of them); the
+//! dev server serves both at once. [`suite!`] runs the first at the top level and the second
+//! in a module `mlschat`, plus what only the shared socket has (one socket for twenty
+//! conversations, a conversation joining mid-run, a refused upgrade).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use gapless::{Config, ConvoId, Order};
+pub use gapless_adapter::Api;
 use gapless_adapter::{Token, TokenError, TokenProvider, Update};
+use gapless_catbird::{
+    GET_MESSAGES, MLSCHAT_GET_MESSAGES, MLSCHAT_SUBSCRIPTION_TICKET, STREAM_CONVO_EVENTS,
+};
 pub use gapless_devserver::{self as devserver, Profile};
 use gapless_devserver::{mint_token, DevServer, Options};
 use gapless_sqlite::SqliteStore;
@@ -31,6 +41,8 @@ pub type Row = (String, u64, String);
 pub struct Setup {
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// The API to speak.
+    pub api: Api,
     /// The machine's configuration.
     pub config: Config,
     /// Tokens (minted per request, as the hostile profile demands).
@@ -210,6 +222,7 @@ impl Server {
             .expect("runtime");
         let mut options = Options::new(profile, seed);
         options.keepalive = Duration::from_secs(2);
+        options.ws_ping = Duration::from_secs(2);
         tweak(&mut options);
         let server = runtime
             .block_on(DevServer::start(options))
@@ -242,10 +255,11 @@ impl Server {
     }
 }
 
-/// The setup for conversations `c0..cN` of a server.
-pub fn setup(server: &Server, convos: usize, seed: u64, store: SqliteStore) -> Setup {
+/// The setup for conversations `c0..cN` of a server, speaking `api`.
+pub fn setup(server: &Server, api: Api, convos: usize, seed: u64, store: SqliteStore) -> Setup {
     Setup {
         base_url: server.server.base_url(),
+        api,
         config: config(seed),
         tokens: dev_tokens(&server.server.options().secret),
         store,
@@ -338,11 +352,12 @@ pub fn assert_matches_server(store: &SqliteStore, seen: &Seen, server: &Server) 
 }
 
 /// Under `profile`, three conversations end identical to the server's log.
-pub fn converges_under<D: Driver>(profile: Profile, seed: u64) {
+pub fn converges_under<D: Driver>(api: Api, profile: Profile, seed: u64) {
     let server = Server::start(profile, seed, |_| {});
     let traffic = server.traffic(3, 120, 120.0);
     let mut running = D::start(setup(
         &server,
+        api,
         3,
         seed,
         SqliteStore::open_in_memory().unwrap(),
@@ -357,7 +372,7 @@ pub fn converges_under<D: Driver>(profile: Profile, seed: u64) {
     traffic.join().unwrap();
     let (_, fetches) = finish(running, &server, &mut seen, Duration::from_secs(120));
     eprintln!(
-        "{profile:?}: {} delivered ({} recovered), {} skipped ranges, {fetches} fetches, faults {:?}",
+        "{api} {profile:?}: {} delivered ({} recovered), {} skipped ranges, {fetches} fetches, faults {:?}",
         seen.delivered.values().map(Vec::len).sum::<usize>(),
         seen.recovered.len(),
         seen.skipped.len(),
@@ -368,12 +383,18 @@ pub fn converges_under<D: Driver>(profile: Profile, seed: u64) {
 /// Stream events are lost (and nothing else goes wrong): each lost message arrives about
 /// `gap_wait` plus a round trip after it was sent, well before any periodic poll (ten
 /// minutes here) could have found it.
-pub fn recovers_a_gap_in_about_gap_wait<D: Driver>(seed: u64) {
+pub fn recovers_a_gap_in_about_gap_wait<D: Driver>(api: Api, seed: u64) {
     let server = Server::start(Profile::Calm, seed, |o| o.faults.drop = 150);
     for c in 0..2 {
         server.server.create_convo(&format!("c{c}"));
     }
-    let mut s = setup(&server, 2, seed, SqliteStore::open_in_memory().unwrap());
+    let mut s = setup(
+        &server,
+        api,
+        2,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
     s.config = gap_only_config(seed);
     let mut running = D::start(s);
     let mut seen = Seen::default();
@@ -407,7 +428,7 @@ pub fn recovers_a_gap_in_about_gap_wait<D: Driver>(seed: u64) {
     );
     let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     eprintln!(
-        "recovered {} messages: p50 {:?}, p99 {:?}, max {:?}",
+        "{api}: recovered {} messages: p50 {:?}, p99 {:?}, max {:?}",
         latencies.len(),
         p(0.5),
         p(0.99),
@@ -424,27 +445,33 @@ pub fn recovers_a_gap_in_about_gap_wait<D: Driver>(seed: u64) {
 
 /// Stopped midway and started again on the same database: the two runs together deliver
 /// every message once, and the store equals the server's log.
-pub fn resumes_from_the_store<D: Driver>(seed: u64) {
+pub fn resumes_from_the_store<D: Driver>(api: Api, seed: u64) {
     let server = Server::start(Profile::FlakyMobile, seed, |_| {});
     let traffic = server.traffic(2, 150, 100.0);
     let mut seen = Seen::default();
     let mut store = SqliteStore::open_in_memory().unwrap();
     for round in 0..3 {
-        let mut running = D::start(setup(&server, 2, seed + round, store));
+        let mut running = D::start(setup(&server, api, 2, seed + round, store));
         read_for(running.as_mut(), &mut seen, Duration::from_millis(800));
         store = running.stop().into_parts(&mut seen).0;
     }
     traffic.join().unwrap();
-    let running = D::start(setup(&server, 2, seed + 9, store));
+    let running = D::start(setup(&server, api, 2, seed + 9, store));
     finish(running, &server, &mut seen, Duration::from_secs(120));
 }
 
 /// A conversation the server does not know is cleared (403), never retried forever; the
 /// others go on.
-pub fn clears_an_unknown_conversation<D: Driver>(seed: u64) {
+pub fn clears_an_unknown_conversation<D: Driver>(api: Api, seed: u64) {
     let server = Server::start(Profile::Calm, seed, |_| {});
     server.server.create_convo("c0");
-    let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
+    let mut s = setup(
+        &server,
+        api,
+        1,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
     s.convos.push(ConvoId::from("nobody-here"));
     let mut running = D::start(s);
     server.server.post("c0", b"hello".to_vec());
@@ -471,7 +498,7 @@ pub fn clears_an_unknown_conversation<D: Driver>(seed: u64) {
 
 /// Tokens: every request is asked a token for its own method; a provider that fails is a
 /// transient failure (the machine backs off), and nothing is lost once it works again.
-pub fn survives_a_failing_token_provider<D: Driver>(seed: u64) {
+pub fn survives_a_failing_token_provider<D: Driver>(api: Api, seed: u64) {
     let server = Server::start(Profile::Hostile, seed, |o| {
         o.faults = gapless_devserver::Faults::default();
     });
@@ -495,16 +522,32 @@ pub fn survives_a_failing_token_provider<D: Driver>(seed: u64) {
     for n in 0..20u8 {
         server.server.post("c0", vec![n; 8]);
     }
-    let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
+    let mut s = setup(
+        &server,
+        api,
+        1,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
     s.tokens = tokens;
     let running = D::start(s);
     let mut seen = Seen::default();
     finish(running, &server, &mut seen, Duration::from_secs(60));
     let asked = asked.lock().unwrap();
-    assert!(asked.iter().any(|n| n == "blue.catbird.mls.getMessages"));
-    assert!(asked
-        .iter()
-        .any(|n| n == "blue.catbird.mls.streamConvoEvents"));
+    let (fetch, stream) = nsids(api);
+    assert!(asked.iter().any(|n| n == fetch), "{asked:?}");
+    assert!(asked.iter().any(|n| n == stream), "{asked:?}");
+    // The hostile profile takes a token for its own method only: nothing else was asked.
+    assert!(asked.iter().all(|n| n == fetch || n == stream), "{asked:?}");
+}
+
+/// The NSIDs an API asks tokens for: its `getMessages`, and its stream's (the SSE stream,
+/// or the WebSocket's ticket).
+pub fn nsids(api: Api) -> (&'static str, &'static str) {
+    match api {
+        Api::MlsChat => (MLSCHAT_GET_MESSAGES, MLSCHAT_SUBSCRIPTION_TICKET),
+        _ => (GET_MESSAGES, STREAM_CONVO_EVENTS),
+    }
 }
 
 /// An application that stops reading: the driver waits for it (bounded memory), goes on
@@ -516,7 +559,13 @@ pub fn shuts_down_while_the_application_does_not_read<D: Driver>(seed: u64) {
     for n in 0..50u8 {
         server.server.post("c0", vec![n; 8]);
     }
-    let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
+    let mut s = setup(
+        &server,
+        Api::Mls,
+        1,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
     s.updates_capacity = 1;
     let mut running = D::start(s);
     let mut seen = Seen::default();
@@ -531,7 +580,7 @@ pub fn shuts_down_while_the_application_does_not_read<D: Driver>(seed: u64) {
     assert!(stored > 0);
     // A restart on the same store finishes the job (if the first run had not) and tells
     // nothing the first one told.
-    let mut s = setup(&server, 1, seed + 1, store);
+    let mut s = setup(&server, Api::Mls, 1, seed + 1, store);
     s.updates_capacity = 1;
     let mut running = D::start(s);
     read_for(running.as_mut(), &mut seen, Duration::from_secs(1));
@@ -557,7 +606,13 @@ pub fn subscribes_while_the_application_is_behind<D: Driver>(seed: u64) {
             server.server.post(&format!("c{c}"), vec![n; 8]);
         }
     }
-    let mut s = setup(&server, 1, seed, SqliteStore::open_in_memory().unwrap());
+    let mut s = setup(
+        &server,
+        Api::Mls,
+        1,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
     s.updates_capacity = 2;
     let mut running = D::start(s);
     std::thread::sleep(Duration::from_millis(500)); // c0's catch-up fills the queue
@@ -575,34 +630,329 @@ pub fn subscribes_while_the_application_is_behind<D: Driver>(seed: u64) {
     ));
 }
 
+/// How many tokens were asked for, per NSID.
+type Asked = Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
+
+/// Tokens minted per request, as [`dev_tokens`], counting the requests per NSID; a
+/// token for `refuse.0` is garbage (the server answers 401) until `refuse.1`.
+fn counting_tokens(
+    server: &Server,
+    refuse: Option<(&'static str, Instant)>,
+) -> (Arc<dyn TokenProvider>, Asked) {
+    let asked = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
+    let secret = server.server.options().secret.clone();
+    let log = asked.clone();
+    let nonce = AtomicU64::new(1);
+    let tokens: Arc<dyn TokenProvider> = Arc::new(move |nsid: &str| {
+        *log.lock().unwrap().entry(nsid.to_string()).or_default() += 1;
+        if refuse.is_some_and(|(n, until)| n == nsid && Instant::now() < until) {
+            return Ok(Token::new("not-a-token"));
+        }
+        Ok(Token::new(mint_token(
+            &secret,
+            nsid,
+            nonce.fetch_add(1, Ordering::Relaxed),
+        )))
+    });
+    (tokens, asked)
+}
+
+/// The server refuses the stream (401: the SSE stream, or the WebSocket's ticket) for two
+/// seconds: the driver backs off and retries (on the shared stream the conversations are
+/// caught up by fetches meanwhile), and once the stream opens the messages come over it,
+/// live. Only the gap
+/// mechanism and the stream can deliver here (no periodic poll within the test).
+pub fn recovers_from_a_refused_stream<D: Driver>(api: Api, seed: u64) {
+    let server = Server::start(Profile::Calm, seed, |_| {});
+    for c in 0..2 {
+        server.server.create_convo(&format!("c{c}"));
+        for n in 0..10u8 {
+            server.server.post(&format!("c{c}"), vec![n; 8]);
+        }
+    }
+    let (_, stream_nsid) = nsids(api);
+    let refused_until = Instant::now() + Duration::from_secs(2);
+    let (tokens, asked) = counting_tokens(&server, Some((stream_nsid, refused_until)));
+    let mut s = setup(
+        &server,
+        api,
+        2,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
+    s.config = gap_only_config(seed);
+    s.tokens = tokens;
+    let mut running = D::start(s);
+    let mut seen = Seen::default();
+    read_for(running.as_mut(), &mut seen, Duration::from_millis(2500));
+    let refusals = asked.lock().unwrap().get(stream_nsid).copied().unwrap_or(0);
+    assert!(
+        refusals >= 2,
+        "the refused stream was not retried: {:?}",
+        asked.lock().unwrap()
+    );
+    if api.shares_stream() {
+        // A conversation on the shared stream catches up as it joins (the socket may take a
+        // reconnect to cover it); one with its own stream catches up when that opens (or
+        // at `poll_interval`, ten minutes here).
+        assert_eq!(
+            seen.delivered.values().map(Vec::len).sum::<usize>(),
+            20,
+            "the messages sent before are fetched while the stream is refused"
+        );
+    }
+    // Wait for the stream to open (the backoff is capped at 4 s here), then send.
+    read_for(running.as_mut(), &mut seen, Duration::from_secs(5));
+    let mut live = Vec::new();
+    for n in 0..20u8 {
+        let convo = format!("c{}", n % 2);
+        live.push((convo.clone(), server.server.post(&convo, vec![n; 8]).id));
+        read_for(running.as_mut(), &mut seen, Duration::from_millis(30));
+    }
+    finish(running, &server, &mut seen, Duration::from_secs(30));
+    let over_the_stream = live.iter().filter(|k| !seen.recovered.contains(*k)).count();
+    assert!(
+        over_the_stream > 0,
+        "nothing came over the stream once it was allowed ({:?})",
+        asked.lock().unwrap()
+    );
+}
+
+/// mlsChat: twenty conversations sync over one WebSocket. The server never holds more than
+/// one of the driver's sockets open, and the driver asks for two tickets: one for the first
+/// conversation subscribed, one for the connection that covers all twenty once the others
+/// joined (joins close together cost one reconnect).
+pub fn syncs_twenty_conversations_over_one_socket<D: Driver>(seed: u64) {
+    let server = Server::start(Profile::Calm, seed, |_| {});
+    for c in 0..20 {
+        server.server.create_convo(&format!("c{c}"));
+        for n in 0..5u8 {
+            server.server.post(&format!("c{c}"), vec![n; 8]);
+        }
+    }
+    let (tokens, asked) = counting_tokens(&server, None);
+    let mut s = setup(
+        &server,
+        Api::MlsChat,
+        20,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
+    s.config = gap_only_config(seed);
+    s.tokens = tokens;
+    let mut running = D::start(s);
+    let mut seen = Seen::default();
+    let mut most_open = 0;
+    let mut watch = |running: &mut dyn Running, seen: &mut Seen, time: Duration| {
+        let until = Instant::now() + time;
+        while Instant::now() < until {
+            most_open = most_open.max(server.server.open_sockets());
+            if let Some(u) = running.next_update(Duration::from_millis(5)) {
+                seen.record(u);
+            }
+        }
+    };
+    watch(running.as_mut(), &mut seen, Duration::from_secs(1));
+    // Live traffic in every conversation, over the one socket.
+    let mut live = Vec::new();
+    for n in 0..100u8 {
+        let convo = format!("c{}", n % 20);
+        live.push((convo.clone(), server.server.post(&convo, vec![n; 8]).id));
+        watch(running.as_mut(), &mut seen, Duration::from_millis(10));
+    }
+    watch(running.as_mut(), &mut seen, Duration::from_millis(500));
+    let open_now = server.server.open_sockets();
+    finish(running, &server, &mut seen, Duration::from_secs(30));
+    let tickets = asked
+        .lock()
+        .unwrap()
+        .get(MLSCHAT_SUBSCRIPTION_TICKET)
+        .copied()
+        .unwrap_or(0);
+    let fetched_live = live.iter().filter(|k| seen.recovered.contains(*k)).count();
+    eprintln!(
+        "20 conversations: {tickets} tickets, at most {most_open} socket(s) open, {} of {} live messages fetched",
+        fetched_live,
+        live.len()
+    );
+    assert_eq!(open_now, 1, "one socket while it runs");
+    assert_eq!(most_open, 1, "never more than one socket");
+    assert!(
+        (1..=2).contains(&tickets),
+        "{tickets} tickets for a calm run: {:?}",
+        asked.lock().unwrap()
+    );
+    assert_eq!(
+        fetched_live, 0,
+        "every live message of every conversation came over the socket"
+    );
+}
+
+/// A conversation joins mid-run, one the server created after the socket connected (a
+/// global socket covers the conversations that exist when it connects): the driver
+/// reconnects to cover it, loses nothing in the conversations it already had, and the new
+/// one's messages come live over the new socket. No periodic poll helps here.
+pub fn a_conversation_joining_mid_run_loses_nothing<D: Driver>(api: Api, seed: u64) {
+    let server = Server::start(Profile::Calm, seed, |_| {});
+    for c in 0..2 {
+        server.server.create_convo(&format!("c{c}"));
+    }
+    let mut s = setup(
+        &server,
+        api,
+        2,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
+    s.config = gap_only_config(seed);
+    let mut running = D::start(s);
+    let mut seen = Seen::default();
+    read_for(running.as_mut(), &mut seen, Duration::from_millis(700));
+    let mut live = Vec::new();
+    for n in 0..90u8 {
+        if n == 30 {
+            // A conversation the socket cannot know of, with history, joins.
+            server.server.create_convo("c2");
+            for k in 0..5u8 {
+                server.server.post("c2", vec![k; 8]);
+            }
+            running.subscribe("c2");
+        }
+        let convos = if n < 30 { 2 } else { 3 };
+        let convo = format!("c{}", n % convos);
+        let sent = server.server.post(&convo, vec![n; 8]);
+        // What c2 is sent once its socket had time to connect must come live.
+        if n >= 50 {
+            live.push((convo, sent.id));
+        }
+        read_for(running.as_mut(), &mut seen, Duration::from_millis(25));
+    }
+    finish(running, &server, &mut seen, Duration::from_secs(30));
+    let c2_live: Vec<_> = live.iter().filter(|(c, _)| c == "c2").collect();
+    let fetched: Vec<_> = c2_live
+        .iter()
+        .filter(|k| seen.recovered.contains(**k))
+        .collect();
+    assert!(
+        fetched.is_empty(),
+        "{api}: the joined conversation's messages were fetched, not streamed: {fetched:?}"
+    );
+    assert_eq!(seen.delivered["c2"].len(), 5 + 20);
+}
+
+/// mlsChat: the server refuses the upgrade (429: the account already has its most
+/// sockets open, here one, held by another client). The driver keeps the conversations
+/// caught up by fetches, retries with backoff, and takes the socket once it is free: then
+/// the messages come over it.
+pub fn waits_for_a_free_socket<D: Driver>(seed: u64) {
+    let server = Server::start(Profile::Calm, seed, |o| o.max_sockets = 1);
+    server.server.create_convo("c0");
+    for n in 0..10u8 {
+        server.server.post("c0", vec![n; 8]);
+    }
+    // Another client of the same account holds the one socket.
+    let mut other = D::start(setup(
+        &server,
+        Api::MlsChat,
+        1,
+        seed + 50,
+        SqliteStore::open_in_memory().unwrap(),
+    ));
+    let mut other_seen = Seen::default();
+    let started = Instant::now();
+    while server.server.open_sockets() < 1 && started.elapsed() < Duration::from_secs(10) {
+        read_for(other.as_mut(), &mut other_seen, Duration::from_millis(20));
+    }
+    assert_eq!(server.server.open_sockets(), 1, "the other client's socket");
+    let (tokens, asked) = counting_tokens(&server, None);
+    let mut s = setup(
+        &server,
+        Api::MlsChat,
+        1,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
+    s.config = gap_only_config(seed);
+    s.tokens = tokens;
+    let mut running = D::start(s);
+    let mut seen = Seen::default();
+    read_for(running.as_mut(), &mut seen, Duration::from_secs(2));
+    let tickets = |asked: &std::sync::Mutex<BTreeMap<String, u64>>| {
+        asked
+            .lock()
+            .unwrap()
+            .get(MLSCHAT_SUBSCRIPTION_TICKET)
+            .copied()
+            .unwrap_or(0)
+    };
+    let refused = tickets(&asked);
+    assert!(
+        refused >= 2,
+        "the refused upgrade was not retried ({refused} tickets)"
+    );
+    assert_eq!(
+        seen.delivered.get("c0").map_or(0, Vec::len),
+        10,
+        "caught up by fetch while refused"
+    );
+    drop(other.stop());
+    // The backoff is capped at 4 s here.
+    read_for(running.as_mut(), &mut seen, Duration::from_secs(5));
+    assert_eq!(
+        server.server.open_sockets(),
+        1,
+        "the socket, taken once free"
+    );
+    let mut live = Vec::new();
+    for n in 0..10u8 {
+        live.push(("c0".to_string(), server.server.post("c0", vec![n; 8]).id));
+        read_for(running.as_mut(), &mut seen, Duration::from_millis(30));
+    }
+    finish(running, &server, &mut seen, Duration::from_secs(30));
+    let fetched = live.iter().filter(|k| seen.recovered.contains(*k)).count();
+    assert_eq!(
+        fetched, 0,
+        "the messages after the socket was free came over it"
+    );
+}
+
 /// Declares the suite's tests for a driver: `gapless_conformance::suite!(MyDriver, 10);`
 /// (the number offsets every seed, so that two drivers meet different fault schedules).
 #[macro_export]
 macro_rules! suite {
     ($driver:ty, $seed:expr) => {
+        // The SSE-era API (`blue.catbird.mls`): a stream per conversation.
         #[test]
         fn converges_calm() {
-            $crate::converges_under::<$driver>($crate::Profile::Calm, $seed + 1);
+            $crate::converges_under::<$driver>($crate::Api::Mls, $crate::Profile::Calm, $seed + 1);
         }
         #[test]
         fn converges_flaky_mobile() {
-            $crate::converges_under::<$driver>($crate::Profile::FlakyMobile, $seed + 2);
+            $crate::converges_under::<$driver>(
+                $crate::Api::Mls,
+                $crate::Profile::FlakyMobile,
+                $seed + 2,
+            );
         }
         #[test]
         fn converges_hostile() {
-            $crate::converges_under::<$driver>($crate::Profile::Hostile, $seed + 3);
+            $crate::converges_under::<$driver>(
+                $crate::Api::Mls,
+                $crate::Profile::Hostile,
+                $seed + 3,
+            );
         }
         #[test]
         fn recovers_a_gap_in_about_gap_wait() {
-            $crate::recovers_a_gap_in_about_gap_wait::<$driver>($seed + 4);
+            $crate::recovers_a_gap_in_about_gap_wait::<$driver>($crate::Api::Mls, $seed + 4);
         }
         #[test]
         fn resumes_from_the_store() {
-            $crate::resumes_from_the_store::<$driver>($seed + 5);
+            $crate::resumes_from_the_store::<$driver>($crate::Api::Mls, $seed + 5);
         }
         #[test]
         fn clears_an_unknown_conversation() {
-            $crate::clears_an_unknown_conversation::<$driver>($seed + 6);
+            $crate::clears_an_unknown_conversation::<$driver>($crate::Api::Mls, $seed + 6);
         }
         #[test]
         fn shuts_down_while_the_application_does_not_read() {
@@ -614,7 +964,70 @@ macro_rules! suite {
         }
         #[test]
         fn survives_a_failing_token_provider() {
-            $crate::survives_a_failing_token_provider::<$driver>($seed + 7);
+            $crate::survives_a_failing_token_provider::<$driver>($crate::Api::Mls, $seed + 7);
+        }
+        #[test]
+        fn recovers_from_a_refused_stream() {
+            $crate::recovers_from_a_refused_stream::<$driver>($crate::Api::Mls, $seed + 10);
+        }
+        #[test]
+        fn a_conversation_joining_mid_run_loses_nothing() {
+            $crate::a_conversation_joining_mid_run_loses_nothing::<$driver>(
+                $crate::Api::Mls,
+                $seed + 11,
+            );
+        }
+
+        /// The newest API (`blue.catbird.mlsChat`): one WebSocket for every conversation.
+        mod mlschat {
+            use super::*;
+
+            const API: $crate::Api = $crate::Api::MlsChat;
+
+            #[test]
+            fn converges_calm() {
+                $crate::converges_under::<$driver>(API, $crate::Profile::Calm, $seed + 101);
+            }
+            #[test]
+            fn converges_flaky_mobile() {
+                $crate::converges_under::<$driver>(API, $crate::Profile::FlakyMobile, $seed + 102);
+            }
+            #[test]
+            fn converges_hostile() {
+                $crate::converges_under::<$driver>(API, $crate::Profile::Hostile, $seed + 103);
+            }
+            #[test]
+            fn recovers_a_gap_in_about_gap_wait() {
+                $crate::recovers_a_gap_in_about_gap_wait::<$driver>(API, $seed + 104);
+            }
+            #[test]
+            fn resumes_from_the_store() {
+                $crate::resumes_from_the_store::<$driver>(API, $seed + 105);
+            }
+            #[test]
+            fn clears_an_unknown_conversation() {
+                $crate::clears_an_unknown_conversation::<$driver>(API, $seed + 106);
+            }
+            #[test]
+            fn survives_a_failing_token_provider() {
+                $crate::survives_a_failing_token_provider::<$driver>(API, $seed + 107);
+            }
+            #[test]
+            fn recovers_from_a_refused_stream() {
+                $crate::recovers_from_a_refused_stream::<$driver>(API, $seed + 110);
+            }
+            #[test]
+            fn a_conversation_joining_mid_run_loses_nothing() {
+                $crate::a_conversation_joining_mid_run_loses_nothing::<$driver>(API, $seed + 111);
+            }
+            #[test]
+            fn syncs_twenty_conversations_over_one_socket() {
+                $crate::syncs_twenty_conversations_over_one_socket::<$driver>($seed + 112);
+            }
+            #[test]
+            fn waits_for_a_free_socket() {
+                $crate::waits_for_a_free_socket::<$driver>($seed + 113);
+            }
         }
     };
 }

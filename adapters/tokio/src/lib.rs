@@ -1,12 +1,21 @@
 //! # gapless-tokio
 //!
 //! Drives one [`gapless::SyncMachine`] for many conversations on tokio: one task owns the
-//! machine (in a [`gapless_adapter::Session`] with its [`Store`]); every SSE stream and
-//! every fetch is a task that reports back over a channel; the owner sleeps until the
-//! machine's next deadline (`tokio::time::sleep_until`) and drains every command after each
-//! input. HTTP is reqwest with rustls (no OpenSSL); SSE bytes go through
-//! `gapless-catbird`'s decoder. Each delivery batch is committed to the store before the
-//! application hears of it.
+//! machine (in a [`gapless_adapter::Session`] with its [`Store`]); every stream and every
+//! fetch is a task that reports back over a channel; the owner sleeps until the machine's
+//! next deadline (`tokio::time::sleep_until`) and drains every command after each input.
+//! HTTP is reqwest with rustls (no OpenSSL); SSE bytes go through `gapless-catbird`'s
+//! decoder. Each delivery batch is committed to the store before the application hears of
+//! it.
+//!
+//! [`Options::api`] picks the server's API: [`Api::Mls`] (the default) opens one SSE stream
+//! per live conversation; [`Api::MlsChat`] opens **one** WebSocket for all of them
+//! (tokio-tungstenite with rustls and the webpki roots, as reqwest): a task asks for a
+//! global ticket (`getSubscriptionTicket`, a new one per connect: it lives 30 s), connects
+//! to the configured server's `subscribeEvents` (or the ticket's `endpoint` with
+//! [`Options::follow_ticket_endpoint`]), and reads frames until the server drops the
+//! connection (it never sends a close frame). Pings are answered by tungstenite and count
+//! as keepalives; a `Retry-After` on a refusal holds the report of the close that long.
 //!
 //! The store's [`commit`](gapless_adapter::Store::commit) runs on the owner task: a batch
 //! (one page, or the few messages one stream event releases) is a single SQLite transaction
@@ -40,18 +49,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use futures_util::StreamExt;
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::{
-    FetchCall, Io, Request, Session, SessionError, Step, Store, StreamCall, TokenProvider,
-    TransportProblem, Update,
+    Closing, FetchCall, Io, Phase, Read, Request, Session, SessionError, SharedCall, SocketMessage,
+    Step, Store, StreamCall, TokenProvider, TransportProblem, Update,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
 
 pub use gapless_adapter;
-pub use gapless_adapter::{Finished, Options};
+pub use gapless_adapter::{Api, Finished, Options};
 
 /// Why the driver stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +105,7 @@ impl<S: Store> Sync<S> {
             .connect_timeout(options.connect_timeout)
             .user_agent(options.user_agent.clone())
             .build()?;
-        let session = Session::new(options.config.clone(), store, options.wire.clone())?;
+        let session = options.session(store)?;
         let (control, control_rx) = mpsc::unbounded_channel();
         let stopping = Arc::new(tokio::sync::Notify::new());
         let (updates_tx, updates) = mpsc::channel(options.updates_capacity.max(1));
@@ -208,7 +219,7 @@ impl<S: Store> Owner<S> {
                     Some(Control::Shutdown) | None => return Ok(()),
                 },
                 Some(input) = self.io_rx.recv() => {
-                    if let Input::StreamClosed { stream, .. } = &input {
+                    if let Input::StreamClosed { stream, .. } | Input::SharedClosed { stream, .. } = &input {
                         self.streams.remove(stream);
                     }
                     self.session.input(input)?
@@ -231,7 +242,14 @@ impl<S: Store> Owner<S> {
                     let handle = self.tasks.spawn(stream_task(self.io.clone(), call));
                     self.streams.insert(stream, handle);
                 }
-                Io::Close { stream, .. } => {
+                Io::OpenShared(call) => {
+                    let stream = call.stream;
+                    let handle = self.tasks.spawn(shared_task(self.io.clone(), call));
+                    self.streams.insert(stream, handle);
+                }
+                // Aborting the task drops the socket: TCP closes, as the server itself
+                // closes (no close frame).
+                Io::Close { stream, .. } | Io::CloseShared { stream } => {
                     if let Some(handle) = self.streams.remove(&stream) {
                         handle.abort();
                     }
@@ -296,7 +314,7 @@ async fn fetch_task(io: IoContext, call: FetchCall) {
 }
 
 async fn fetch(io: &IoContext, call: &FetchCall) -> Input {
-    let Some(auth) = token(io, FetchCall::NSID).await else {
+    let Some(auth) = token(io, call.nsid).await else {
         return call.failed();
     };
     let url = io.options.url(&call.path_and_query);
@@ -383,6 +401,132 @@ async fn stream(io: &IoContext, call: &StreamCall) -> Input {
                 return call.closed(transient);
             }
         }
+    }
+}
+
+async fn shared_task(io: IoContext, call: SharedCall) {
+    let input = shared(&io, &call).await;
+    let _ = io.tx.send(input).await;
+}
+
+/// What a connection that did not open reports, after the wait the server asked for (the
+/// task is aborted if the machine closes the connection meanwhile).
+async fn hold(closing: Closing) -> Input {
+    if let Some(wait) = closing.wait {
+        tokio::time::sleep(wait).await;
+    }
+    closing.input
+}
+
+/// Runs one connection of the shared stream (a ticket, the WebSocket) to its end; returns
+/// the closing input.
+async fn shared(io: &IoContext, call: &SharedCall) -> Input {
+    let Some(auth) = token(io, SharedCall::TICKET_NSID).await else {
+        return hold(call.failed()).await;
+    };
+    let sent = io
+        .http
+        .post(io.options.url(&call.ticket_path()))
+        .header(reqwest::header::AUTHORIZATION, auth)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(call.ticket_body())
+        .timeout(io.options.request_timeout)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let problem = problem(&e);
+            tracing::debug!(error = %without_url(e), "ticket request failed");
+            return hold(call.unreachable(Phase::Ticket, problem)).await;
+        }
+    };
+    let status = response.status().as_u16();
+    let retry = retry_after(&response);
+    let limit = gapless_adapter::catbird::realtime::ticket::MAX_TICKET_BODY;
+    let Ok(bytes) = body(response, limit).await else {
+        return hold(call.failed()).await;
+    };
+    let url = match call.ticket_answer(status, retry.as_deref(), &bytes, &io.options) {
+        Ok(url) => url,
+        Err(closing) => return hold(closing).await,
+    };
+    let mut request = match url.into_client_request() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "socket URL");
+            return hold(call.unreachable(Phase::Upgrade, TransportProblem::Other)).await;
+        }
+    };
+    if let Ok(agent) = io.options.user_agent.parse() {
+        request.headers_mut().insert("user-agent", agent);
+    }
+    let limits = &io.options.wire.limits;
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(limits.max_event.saturating_add(1)))
+        .max_frame_size(Some(limits.max_event.saturating_add(1)));
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
+    let mut socket = match tokio::time::timeout(io.options.request_timeout, connect).await {
+        Ok(Ok((socket, _))) => socket,
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok());
+            let body = response.body().as_deref().unwrap_or_default();
+            return hold(call.refused(response.status().as_u16(), retry, body)).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "WebSocket connect failed");
+            let problem = ws_problem(&e);
+            return hold(call.unreachable(Phase::Upgrade, problem)).await;
+        }
+        Err(_) => return hold(call.unreachable(Phase::Upgrade, TransportProblem::Timeout)).await,
+    };
+    if io.tx.send(call.opened()).await.is_err() {
+        return call.closed(None);
+    }
+    let reader = call.reader(limits);
+    loop {
+        let message = match socket.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(
+                tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed
+                | tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ),
+            ))
+            | None => return call.ended(),
+            Some(Err(e)) => return call.broke(&e),
+        };
+        let read = match &message {
+            Message::Binary(b) => reader.read(SocketMessage::Binary(b)),
+            Message::Text(t) => reader.read(SocketMessage::Text(t.as_str())),
+            Message::Ping(_) => reader.read(SocketMessage::Ping),
+            Message::Pong(_) => reader.read(SocketMessage::Pong),
+            Message::Close(_) => reader.read(SocketMessage::Close),
+            Message::Frame(_) => Read::Nothing,
+        };
+        match read {
+            Read::Input(input) => {
+                if io.tx.send(input).await.is_err() {
+                    return call.closed(None);
+                }
+            }
+            Read::Nothing => {}
+            Read::Close(input) => return input,
+        }
+    }
+}
+
+/// Why a WebSocket connect got no answer.
+fn ws_problem(e: &tungstenite::Error) -> TransportProblem {
+    match e {
+        tungstenite::Error::Io(io) => TransportProblem::of(io),
+        tungstenite::Error::Tls(_) => TransportProblem::Tls,
+        other => TransportProblem::of(other),
     }
 }
 

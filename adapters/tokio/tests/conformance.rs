@@ -22,6 +22,7 @@ impl Driver for Tokio {
             .build()
             .unwrap();
         let mut options = Options::new(setup.base_url);
+        options.api = setup.api;
         options.config = setup.config;
         options.request_timeout = setup.request_timeout;
         options.updates_capacity = setup.updates_capacity;
