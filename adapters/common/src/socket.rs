@@ -422,7 +422,13 @@ mod tests {
             Some(StreamError::Permanent(Permanent::Forbidden))
         );
         let r = call.refused(429, Some("7"), b"");
-        assert_eq!(error(&r), Some(StreamError::Transient));
+        // The machine pauses every stream open of the account that long.
+        assert_eq!(
+            error(&r),
+            Some(StreamError::RateLimited {
+                retry_after: Some(Duration::from_secs(7))
+            })
+        );
         assert_eq!(r.wait, Some(Duration::from_secs(7)));
         assert_eq!(
             error(&call.refused(401, None, b"")),

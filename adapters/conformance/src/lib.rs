@@ -876,7 +876,9 @@ pub fn waits_for_a_free_socket<D: Driver>(seed: u64) {
     s.tokens = tokens;
     let mut running = D::start(s);
     let mut seen = Seen::default();
-    read_for(running.as_mut(), &mut seen, Duration::from_secs(2));
+    // A 429 without Retry-After pauses every stream open of the account for
+    // `pause_without_retry_after` (2 s), then the machine backs off: allow for both.
+    read_for(running.as_mut(), &mut seen, Duration::from_secs(5));
     let tickets = |asked: &std::sync::Mutex<BTreeMap<String, u64>>| {
         asked
             .lock()
@@ -896,8 +898,8 @@ pub fn waits_for_a_free_socket<D: Driver>(seed: u64) {
         "caught up by fetch while refused"
     );
     drop(other.stop());
-    // The backoff is capped at 4 s here.
-    read_for(running.as_mut(), &mut seen, Duration::from_secs(5));
+    // The backoff is capped at 4 s here, after the 2 s pause a 429 imposes.
+    read_for(running.as_mut(), &mut seen, Duration::from_secs(8));
     assert_eq!(
         server.server.open_sockets(),
         1,
