@@ -1127,3 +1127,88 @@ proptest! {
         prop_assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), body);
     }
 }
+
+/// The machine, on one shared stream, fed the recorded burst (frames 026–033: seqs
+/// 7,8,6,7,9,9,9,10 in that order, three messages sharing seq 9 and two seq 7) and answering
+/// its fetches as the real server pages the recorded log (117: every message, `seq >
+/// sinceSeq` in `(epoch, seq)` order, at most `limit`), ends with every message the server
+/// had, each once — where `seq > sinceSeq` paging after `lastSeq` lost two of the seq-9 ones
+/// (104 → 105).
+#[test]
+fn the_machine_fed_the_recorded_burst_ends_complete() {
+    use gapless::{Command, Config, Input, Page, Subscription, SyncMachine, Time};
+    let log = page("117")
+        .into_page(gapless::RequestId(0), &CONVO.into(), &Limits::default())
+        .unwrap()
+        .messages;
+    assert!(log.len() >= 20, "{}", log.len());
+    let serve = |since: u64, limit: u16| {
+        let mut p: Vec<_> = log.iter().filter(|m| m.seq.0 > since).cloned().collect();
+        p.sort_by_key(|m| (m.epoch, m.seq));
+        p.truncate(usize::from(limit.clamp(1, 100)));
+        p
+    };
+    let config = Config {
+        shared_stream: true,
+        page_limit: 5, // as the recorded pages were cut
+        ..Config::default()
+    };
+    let mut m = SyncMachine::new(config).unwrap();
+    let mut now = Time::ZERO;
+    let mut delivered = Vec::new();
+    let mut stream = None;
+    let mut drain = |m: &mut SyncMachine, now: Time, stream: &mut Option<gapless::StreamId>| {
+        let mut fetches = Vec::new();
+        while let Some(c) = m.poll_command() {
+            match c {
+                Command::OpenShared { stream: s, .. } => *stream = Some(s),
+                Command::Fetch(f) => fetches.push(f),
+                Command::Deliver(d) => delivered.push((d.message.seq.0, d.message.id.clone())),
+                _ => {}
+            }
+        }
+        for f in fetches {
+            let page = Page::new(f.id, serve(f.since_seq.0, f.limit));
+            m.handle(now, Input::FetchPage(page)).unwrap();
+        }
+    };
+    m.handle(now, Input::Subscribe(Subscription::live(CONVO)))
+        .unwrap();
+    drain(&mut m, now, &mut stream);
+    let stream = stream.expect("one shared stream");
+    m.handle(now, Input::SharedOpened { stream }).unwrap();
+    for prefix in ["026", "027", "028", "029", "030", "031", "032", "033"] {
+        let f = frame(prefix);
+        let Payload::Event(event) = f.payload else {
+            panic!("{prefix}")
+        };
+        now = now + Duration::from_millis(10);
+        m.handle(
+            now,
+            Input::SharedEvent {
+                stream,
+                convo: f.convo,
+                event,
+            },
+        )
+        .unwrap();
+        for _ in 0..20 {
+            drain(&mut m, now, &mut Some(stream));
+        }
+    }
+    for _ in 0..200 {
+        now = now + Duration::from_millis(500);
+        m.handle_timeout(now);
+        drain(&mut m, now, &mut Some(stream));
+    }
+    let mut ids: Vec<_> = delivered.iter().map(|(_, id)| id.clone()).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "nothing twice");
+    let mut want: Vec<_> = log.iter().map(|m| m.id.clone()).collect();
+    want.sort();
+    assert_eq!(ids, want, "every message the server had");
+    let nines = log.iter().filter(|m| m.seq.0 == 9).count();
+    assert_eq!(nines, 3, "the recorded log shares seq 9 three ways");
+}
