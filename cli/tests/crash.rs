@@ -19,14 +19,22 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn sync(base: &str, db: &Path, blocking: bool, run_for: Option<&str>) -> Command {
+fn sync(base: &str, db: &Path, blocking: bool, api: &str, run_for: Option<&str>) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gapless"));
-    cmd.args(["sync", "--server", base, "--token", "dev-secret"])
-        .args(["--convo", "c0", "--convo", "c1", "--convo", "c2"])
-        .arg("--db")
-        .arg(db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "sync",
+        "--server",
+        base,
+        "--token",
+        "dev-secret",
+        "--api",
+        api,
+    ])
+    .args(["--convo", "c0", "--convo", "c1", "--convo", "c2"])
+    .arg("--db")
+    .arg(db)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if blocking {
         cmd.arg("--blocking");
     }
@@ -46,7 +54,7 @@ fn stored(db: &Path) -> BTreeSet<(String, u64, String)> {
         .collect()
 }
 
-fn killed_at_random_moments(blocking: bool, seed: u64) {
+fn killed_at_random_moments(blocking: bool, api: &str, seed: u64) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut options = Options::new(Profile::FlakyMobile, seed);
     options.keepalive = Duration::from_secs(2);
@@ -61,7 +69,7 @@ fn killed_at_random_moments(blocking: bool, seed: u64) {
     let mut rng = seed;
     let mut kills = 0;
     while kills < KILLS {
-        let mut child = sync(&base, &db, blocking, None).spawn().unwrap();
+        let mut child = sync(&base, &db, blocking, api, None).spawn().unwrap();
         let wait = Duration::from_millis(30 + splitmix(&mut rng) % 500);
         std::thread::sleep(wait);
         if child.try_wait().unwrap().is_none() {
@@ -77,7 +85,9 @@ fn killed_at_random_moments(blocking: bool, seed: u64) {
     std::thread::sleep(Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(90);
     let (log, expired) = loop {
-        let status = sync(&base, &db, blocking, Some("6s")).status().unwrap();
+        let status = sync(&base, &db, blocking, api, Some("6s"))
+            .status()
+            .unwrap();
         assert!(status.success(), "sync exited with {status}");
         let log: BTreeSet<(String, u64, String)> = server.log().into_iter().collect();
         let expired: BTreeSet<(String, u64, String)> = server.expired().into_iter().collect();
@@ -113,10 +123,15 @@ fn killed_at_random_moments(blocking: bool, seed: u64) {
 
 #[test]
 fn tokio_driver_survives_sigkill() {
-    killed_at_random_moments(false, 21);
+    killed_at_random_moments(false, "mls", 21);
 }
 
 #[test]
 fn blocking_driver_survives_sigkill() {
-    killed_at_random_moments(true, 22);
+    killed_at_random_moments(true, "mls", 22);
+}
+
+#[test]
+fn tokio_driver_over_the_websocket_api_survives_sigkill() {
+    killed_at_random_moments(false, "mlschat", 23);
 }
