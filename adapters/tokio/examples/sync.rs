@@ -39,6 +39,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 // Not a member any more, or gone: the conversation is no longer synced.
                 Some(Update::Cleared { convo, reason }) => println!("{convo}: {reason:?}"),
+                // "catching up", "caught up (seq N)", "waiting to retry (why), next try at…".
+                Some(Update::Status { convo, status }) => println!("{convo}: {status}"),
                 // Reactions, typing, info events; anomalies the server caused.
                 Some(_) => {}
                 None => break,
