@@ -149,6 +149,8 @@ pub struct Seen {
     pub cleared: Vec<(String, gapless::Permanent)>,
     /// Refused requests.
     pub refused: Vec<(String, gapless::InputError)>,
+    /// Status changes, in order.
+    pub statuses: Vec<(String, gapless::Status)>,
     ids: BTreeSet<(String, String)>,
 }
 
@@ -195,6 +197,7 @@ impl Seen {
             }
             Update::Cleared { convo, reason } => self.cleared.push((convo.to_string(), reason)),
             Update::Refused { convo, error } => self.refused.push((convo.to_string(), error)),
+            Update::Status { convo, status } => self.statuses.push((convo.to_string(), status)),
             _ => {}
         }
     }
@@ -539,6 +542,81 @@ pub fn survives_a_failing_token_provider<D: Driver>(api: Api, seed: u64) {
     assert!(asked.iter().any(|n| n == stream), "{asked:?}");
     // The hostile profile takes a token for its own method only: nothing else was asked.
     assert!(asked.iter().all(|n| n == fetch || n == stream), "{asked:?}");
+}
+
+/// The status updates follow a conversation through its connect, a storm of 401s (a token
+/// service handing out tokens the server refuses), the recovery, and a 403 for a
+/// conversation that does not exist (cleared, not retried).
+pub fn status_follows_a_conversation<D: Driver>(api: Api, seed: u64) {
+    let server = Server::start(Profile::Hostile, seed, |o| {
+        o.faults = gapless_devserver::Faults::default();
+    });
+    server.server.create_convo("c0");
+    let refusing_until = Instant::now() + Duration::from_secs(3);
+    let secret = server.server.options().secret.clone();
+    let nonce = AtomicU64::new(1);
+    let tokens: Arc<dyn TokenProvider> = Arc::new(move |nsid: &str| {
+        let token = if Instant::now() < refusing_until {
+            "not-a-token".to_string()
+        } else {
+            mint_token(&secret, nsid, nonce.fetch_add(1, Ordering::Relaxed))
+        };
+        Ok(Token::new(token))
+    });
+    for n in 0..5u8 {
+        server.server.post("c0", vec![n; 8]);
+    }
+    let mut s = setup(
+        &server,
+        api,
+        1,
+        seed,
+        SqliteStore::open_in_memory().unwrap(),
+    );
+    s.tokens = tokens;
+    let mut running = D::start(s);
+    let mut seen = Seen::default();
+    running.subscribe("nope");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        read_for(running.as_mut(), &mut seen, Duration::from_millis(100));
+        let caught_up = seen.statuses.iter().any(|(c, st)| {
+            c == "c0" && matches!(st, gapless::Status::CaughtUp { seq } if seq.0 >= 5)
+        });
+        if caught_up && !seen.cleared.is_empty() {
+            break;
+        }
+    }
+    let c0: Vec<&gapless::Status> = seen
+        .statuses
+        .iter()
+        .filter(|(c, _)| c == "c0")
+        .map(|(_, s)| s)
+        .collect();
+    assert!(
+        matches!(c0.first(), Some(gapless::Status::CatchingUp { .. })),
+        "connecting first: {c0:?}"
+    );
+    let refused = c0.iter().position(|s| {
+        matches!(
+            s,
+            gapless::Status::Retrying {
+                reason: gapless::Trouble::Unauthorized,
+                ..
+            }
+        )
+    });
+    assert!(refused.is_some(), "the 401s are told: {c0:?}");
+    let recovered = c0
+        .iter()
+        .rposition(|s| matches!(s, gapless::Status::CaughtUp { seq } if seq.0 >= 5));
+    assert!(recovered > refused, "then caught up: {c0:?}");
+    assert!(
+        seen.cleared.iter().any(|(c, _)| c == "nope"),
+        "the unknown conversation is cleared: {:?}",
+        seen.cleared
+    );
+    drop(running.stop());
 }
 
 /// The NSIDs an API asks tokens for: its `getMessages`, and its stream's (the SSE stream,
@@ -955,6 +1033,10 @@ macro_rules! suite {
         #[test]
         fn clears_an_unknown_conversation() {
             $crate::clears_an_unknown_conversation::<$driver>($crate::Api::Mls, $seed + 6);
+        }
+        #[test]
+        fn status_follows_a_conversation() {
+            $crate::status_follows_a_conversation::<$driver>($crate::Api::Mls, $seed + 30);
         }
         #[test]
         fn shuts_down_while_the_application_does_not_read() {
