@@ -71,7 +71,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 })
                 .collect();
-            println!("  skipped     {}", skipped.join(", "));
+            println!(
+                "  skipped     {} (the server answered twice that it has no message there)",
+                skipped.join(", ")
+            );
+        }
+        for (a, b, found) in &s.unreachable {
+            let range = if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..={b}")
+            };
+            let found = match found {
+                0 => String::new(),
+                1 => "; 1 message turned up there later".to_string(),
+                n => format!("; {n} messages turned up there later"),
+            };
+            println!(
+                "  unreachable {range} (no page could show these seqs: the server sorts pages \
+                 by epoch first; gapless asked again for a while{found})"
+            );
         }
         if let Some(reason) = s.cleared {
             println!("  cleared     {reason}");

@@ -112,6 +112,8 @@ pub struct ConvoSummary {
     pub seq_range: Option<(u64, u64)>,
     /// Skipped ranges, `from..=to`.
     pub skipped: Vec<(u64, u64)>,
+    /// Unreachable ranges, `from..=to`, each with how many messages turned up there later.
+    pub unreachable: Vec<(u64, u64, u64)>,
 }
 
 /// One stored message, without its payload.
@@ -344,6 +346,18 @@ impl SqliteStore {
                     Ok((to_u64(r.get(0)?), to_u64(r.get(1)?)))
                 })?
                 .collect::<Result<_, _>>()?;
+            let unreachable = self
+                .conn
+                .prepare_cached(
+                    "SELECT u.from_seq, u.to_seq,
+                            (SELECT COUNT(*) FROM messages m
+                             WHERE m.convo = u.convo AND m.seq BETWEEN u.from_seq AND u.to_seq)
+                     FROM unreachable u WHERE u.convo = ?1 ORDER BY u.from_seq",
+                )?
+                .query_map(params![convo], |r| {
+                    Ok((to_u64(r.get(0)?), to_u64(r.get(1)?), to_u64(r.get(2)?)))
+                })?
+                .collect::<Result<_, _>>()?;
             out.push(ConvoSummary {
                 convo,
                 checkpoint,
@@ -351,6 +365,7 @@ impl SqliteStore {
                 messages: to_u64(messages),
                 seq_range: min.zip(max).map(|(a, b)| (to_u64(a), to_u64(b))),
                 skipped,
+                unreachable,
             });
         }
         Ok(out)

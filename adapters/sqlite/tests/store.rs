@@ -181,4 +181,7 @@ fn unreachable_ranges_are_stored_and_the_store_answers_whether_it_has_an_id() {
     assert_eq!(store.load(&c, 32).unwrap().unwrap().checkpoint.seq, Seq(5));
     let seqs: Vec<u64> = ids(&store).into_iter().map(|(_, s, _)| s).collect();
     assert_eq!(seqs, vec![1, 3, 5]);
+    // The summary says the range was unreachable and that one message turned up there.
+    let summary = &store.summaries().unwrap()[0];
+    assert_eq!(summary.unreachable, vec![(2, 4, 1)]);
 }
