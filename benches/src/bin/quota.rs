@@ -13,15 +13,21 @@
 //! - **busy**: `--convos` conversations with `--messages` messages each posted before the
 //!   start, all subscribed live at once (cold), a trickle of `--trickle` messages a second
 //!   into the others while they catch up; the same gaps and resumes in `c0` 5 s after the
-//!   start and every 20 s after that while the others still catch up; and 2 s after the
-//!   start, the last conversation (whose stream the budget has not opened yet) brought into
-//!   view: a message posted to it, then `resume(Some(it))`.
+//!   start and every 20 s after that while the others still catch up (a probe waits 30 s at
+//!   most); and right after the first ones (about 7 s after the start), the last
+//!   conversation (whose stream the budget has likely not opened yet) brought into view: a
+//!   message posted to it, then `resume(Some(it))`. The run stops once every conversation
+//!   is caught up, or after `--limit` seconds.
 //!
 //! "Caught up" means: the messages stored for the conversation are exactly those of the
 //! server's log for it (`DevServer::log`, plus any the server has since expired). The 429s
 //! are the dev server's own counters (`rate_limited`: a per-minute quota; `burst_limited`:
-//! the burst limiter). Lost: in the log, not in the store at the end. Told twice: a message
-//! the application was handed twice.
+//! the burst limiter). Not stored at the end: in the log, not in the store when the run
+//! stopped — lost if every conversation had caught up (the binary then exits 1), else
+//! possibly only behind. Told twice: a message the application was handed twice. Also
+//! printed: how many conversations were caught up over time, and the fetches of each 15 s
+//! window split into those for conversations still behind and those for conversations
+//! already caught up (where the budget went).
 //!
 //! **How a gap is injected.** The dev server has no targeted drop, so the driver talks to it
 //! through a small proxy in this binary that passes every request through and removes, from
