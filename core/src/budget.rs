@@ -113,8 +113,10 @@ impl Bucket {
                 return until;
             }
             self.paused_until = None;
-            // Resume gently: from empty, not with a full burst.
-            self.milli = 0;
+            // Resume gently: with at most a quarter of the bucket, not a minute's burst (and
+            // not from empty either: one 429 from a failing server would waste the
+            // allowance the account still has).
+            self.milli = self.milli.min(self.capacity_milli / 4);
             self.last = until;
         }
         self.refill(now);
@@ -240,12 +242,13 @@ mod tests {
     }
 
     #[test]
-    fn a_pause_holds_every_token_then_resumes_from_empty() {
+    fn a_pause_holds_every_token_then_resumes_gently() {
         let mut b = Bucket::new(5, 300, Duration::from_secs(60)); // 5 a second
         b.pause(T(2000));
         assert_eq!(b.ready_at(T(0)), T(2000));
         assert!(!b.take(T(1999)));
-        // From empty at 2000: the first token 200 ms later, not a burst of 5.
+        // At most a quarter of the bucket at 2000 (one token of five), not a burst of 5.
+        assert!(b.take(T(2000)));
         assert!(!b.take(T(2000)));
         assert!(b.take(T(2200)));
         assert!(!b.take(T(2200)));

@@ -655,17 +655,24 @@ impl SyncMachine {
         }
     }
 
-    /// The queue to serve next: the most urgent first, except that a conversation queued
-    /// longer than `max_queue_wait` goes first whatever its priority (nothing starves).
+    /// The queue to serve next: the most urgent first, but every other fetch goes to a less
+    /// urgent queue that waited longer than `max_queue_wait` (nothing starves).
     fn next_queue(&self) -> Option<usize> {
         let now = self.now;
         let wait = self.config.max_queue_wait;
-        let starved = (0..3).find(|&p| {
+        let urgent = (0..3).rev().find(|&p| !self.fetch_queue[p].is_empty())?;
+        // A less urgent queue whose oldest entry waited past `max_queue_wait` gets every
+        // other fetch: urgent work keeps at least half of them under any load, and routine
+        // work is delayed, never starved.
+        let starved = (0..urgent).rev().find(|&p| {
             self.fetch_queue[p]
                 .front()
                 .is_some_and(|(_, at)| *at + wait <= now)
         });
-        starved.or_else(|| (0..3).rev().find(|&p| !self.fetch_queue[p].is_empty()))
+        match starved {
+            Some(p) if self.stats.fetches % 2 == 1 => Some(p),
+            _ => Some(urgent),
+        }
     }
 
     /// Starts queued fetches while slots and the budget allow.

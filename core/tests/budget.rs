@@ -190,3 +190,50 @@ fn a_cold_start_paces_stream_opens_within_the_budget() {
     h.advance(Duration::from_secs(35));
     assert_eq!(opens(&h), 300, "every stream opened within 45 s");
 }
+
+#[test]
+fn under_sustained_routine_load_the_conversation_in_view_still_goes_first() {
+    // Found by the 500-conversation quota bench: once routine polls alone exceeded the
+    // budget, the anti-starvation rule handed them every fetch and the conversation in view
+    // waited minutes. Now it keeps at least every other fetch.
+    let config = Config {
+        budget: Budget {
+            fetches: Some(Rate { per_minute: 60 }),
+            burst: 1,
+            burst_per_second: 1,
+            ..Budget::default()
+        },
+        ..Config::default()
+    };
+    let mut h = caught_up(config, 100);
+    // Let routine polls (every 30 s for conversations without a stream) pile up past
+    // max_queue_wait.
+    for _ in 0..120 {
+        while let Some(f) = h.take_fetch() {
+            h.answer(&f, vec![]);
+        }
+        h.advance(MS(1000));
+    }
+    h.input(
+        "resume c7",
+        Input::Resume {
+            convo: Some("c7".into()),
+        },
+    );
+    let asked = h.now();
+    let mut waited = None;
+    for _ in 0..30 {
+        while let Some(f) = h.take_fetch() {
+            if f.convo.as_str() == "c7" && waited.is_none() {
+                waited = Some(h.now().since(asked));
+            }
+            h.answer(&f, vec![]);
+        }
+        if waited.is_some() {
+            break;
+        }
+        h.advance(MS(1000));
+    }
+    let waited = waited.expect("c7 is fetched");
+    assert!(waited <= Duration::from_secs(3), "{waited:?}");
+}
