@@ -382,7 +382,13 @@ fn a_message_a_resumed_stream_filters_is_found_within_quiet_catch_up() {
     model.add(1..=3, 1);
     let mut h = live(Config::default());
     run(&mut h, &model, MS(200));
-    // The stream is reopened with a cursor the server takes as from the future: it drops
+    // The stream gave a cursor...
+    let event = StreamEvent::Message {
+        cursor: Some(Cursor::from("01M8DMFB68DYMWCZ1FM6FAZXBA")),
+        message: Message::new("m1", 1, 1),
+    };
+    h.event("c", "stream m1 with a cursor", event);
+    // ... and is reopened with it, which the server takes as from the future: it drops
     // live events until its first keepalive (recording 77). Seq 4 is sent 2 s later.
     h.close("c", Some(StreamError::Transient));
     while !h

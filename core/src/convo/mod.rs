@@ -575,10 +575,14 @@ impl Convo {
                 };
                 // The server does not replay app messages on (re)connect.
                 self.catch_up(cx.config, Priority::CatchUp);
-                // And a resumed stream may filter live events for a while (a cursor the
-                // server takes as from the future, recording 77): look again once it has
-                // been quiet, as after a burst.
-                self.quiet_since = Some(cx.now);
+                // And a stream resumed with a cursor may filter live events for a while (a
+                // cursor the server takes as from the future, recording 77): look again
+                // once it has been quiet, as after a burst. (Not on a cold start: without a
+                // cursor nothing is filtered, and hundreds of conversations would double
+                // their fetches.)
+                if self.cp.cursor.is_some() {
+                    self.quiet_since = Some(cx.now);
+                }
             }
         }
     }
@@ -600,13 +604,12 @@ impl Convo {
     }
 
     /// The shared stream covering this conversation connected: catch up on what the
-    /// (re)connect may have cost (nothing is replayed), and once more when it has been
-    /// quiet for `quiet_catch_up`.
+    /// (re)connect may have cost (nothing is replayed).
     pub(crate) fn shared_opened(&mut self, cx: &mut Ctx) {
         if let Stream::Shared { open } = &mut self.stream {
+            // No cursor is ever sent on it, so nothing is filtered: one catch-up is enough.
             *open = true;
             self.catch_up(cx.config, Priority::CatchUp);
-            self.quiet_since = Some(cx.now);
         }
     }
 
