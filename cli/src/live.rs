@@ -18,22 +18,30 @@ pub struct Line {
     pub stored: u64,
     /// Fetches that ended.
     pub fetches: u64,
+    /// The highest seq delivered this run (a status's seq is where it stood when its kind
+    /// changed: "caught up" stays while messages keep coming).
+    pub seq: u64,
+    /// Refused for good (403, not a member…): no longer synced, whatever its last status.
+    pub refused: bool,
 }
 
-/// How interesting a status is: lower first (retrying, catching up, not heard of, caught up).
-fn rank(status: Option<&Status>) -> u8 {
-    match status {
+/// How interesting a line is: lower first (retrying, refused, catching up, not heard of,
+/// caught up).
+fn rank(line: &Line) -> u8 {
+    match line.status {
+        _ if line.refused => 1,
         Some(Status::Retrying { .. }) => 0,
-        Some(Status::CatchingUp { .. }) => 1,
-        None => 2,
-        Some(_) => 3,
+        Some(Status::CatchingUp { .. }) => 2,
+        None => 3,
+        Some(_) => 4,
     }
 }
 
-/// A status in words for the live view; `now_ms` is the driver's clock now (for the
+/// A line's status in words for the live view; `now_ms` is the driver's clock now (for the
 /// countdown to a retry).
-pub fn live_words(status: Option<&Status>, now_ms: u64) -> String {
-    match status {
+pub fn live_words(line: &Line, now_ms: u64) -> String {
+    match line.status {
+        _ if line.refused => "refused: no longer synced".into(),
         None => "connecting".into(),
         Some(Status::Retrying { reason, until }) => {
             let wait = until.as_millis().saturating_sub(now_ms);
@@ -43,16 +51,26 @@ pub fn live_words(status: Option<&Status>, now_ms: u64) -> String {
                 format!("retrying in {}s: {reason}", wait.div_ceil(1000))
             }
         }
-        Some(other) => other.to_string(),
+        Some(other) => settled(&other, line.seq),
     }
 }
 
-/// A status in words for the final summary (no clock in it).
-pub fn final_words(status: Option<&Status>) -> String {
-    match status {
+/// Caught up or catching up, at the later of its status's seq and the last one delivered.
+fn settled(status: &Status, seq: u64) -> String {
+    match *status {
+        Status::CaughtUp { seq: at } => format!("caught up (seq {})", at.0.max(seq)),
+        Status::CatchingUp { seq: at } => format!("catching up (at seq {})", at.0.max(seq)),
+        other => other.to_string(),
+    }
+}
+
+/// A line's status in words for the final summary (no clock in it).
+pub fn final_words(line: &Line) -> String {
+    match line.status {
+        _ if line.refused => "stopped".into(),
         None => "-".into(),
         Some(Status::Retrying { reason, .. }) => format!("retrying ({reason})"),
-        Some(other) => other.to_string(),
+        Some(other) => settled(&other, line.seq),
     }
 }
 
@@ -63,7 +81,7 @@ pub fn render(convos: &[(String, Line)], now_ms: u64, cap: usize) -> Vec<String>
     let mut shown: Vec<&(String, Line)> = convos.iter().collect();
     let capped = convos.len() > cap;
     if capped {
-        shown.sort_by_key(|(_, l)| rank(l.status.as_ref()));
+        shown.sort_by_key(|(_, l)| rank(l));
         shown.truncate(cap);
     }
     let wide = shown
@@ -79,27 +97,24 @@ pub fn render(convos: &[(String, Line)], now_ms: u64, cap: usize) -> Vec<String>
                 "{name:<wide$}  {:>6} stored  {:>5} fetches  {}",
                 l.stored,
                 l.fetches,
-                live_words(l.status.as_ref(), now_ms)
+                live_words(l, now_ms)
             )
         })
         .collect();
-    let count = |r: u8| {
-        convos
-            .iter()
-            .filter(|(_, l)| rank(l.status.as_ref()) == r)
-            .count()
-    };
+    let count = |r: u8| convos.iter().filter(|(_, l)| rank(l) == r).count();
     if capped {
         let mut summary = format!(
             "({} of {} shown) {} caught up, {} catching up, {} retrying",
             shown.len(),
             convos.len(),
-            count(3),
-            count(1),
+            count(4),
+            count(2),
             count(0)
         );
-        if count(2) > 0 {
-            summary.push_str(&format!(", {} connecting", count(2)));
+        for (r, what) in [(1, "refused"), (3, "connecting")] {
+            if count(r) > 0 {
+                summary.push_str(&format!(", {} {what}", count(r)));
+            }
         }
         lines.push(summary);
     }
@@ -108,7 +123,7 @@ pub fn render(convos: &[(String, Line)], now_ms: u64, cap: usize) -> Vec<String>
     lines.push(format!(
         "{} conversation(s): {} caught up, {} retrying; {stored} message(s) stored, {fetches} fetches",
         convos.len(),
-        count(3),
+        count(4),
         count(0),
     ));
     lines
@@ -190,6 +205,7 @@ mod tests {
             status,
             stored,
             fetches,
+            ..Line::default()
         }
     }
 
@@ -235,6 +251,7 @@ mod tests {
             })
             .collect();
         convos[24].1.status = Some(Status::CatchingUp { seq: Seq(3) });
+        convos[22].1.refused = true;
         convos[23].1.status = Some(Status::Retrying {
             reason: Trouble::RateLimited,
             until: Time::from_millis(900),
@@ -245,13 +262,14 @@ mod tests {
             lines[0].starts_with("c23")
                 && lines[0].ends_with("retrying now: the server's rate limit")
         );
-        assert!(lines[1].starts_with("c24") && lines[1].ends_with("catching up (at seq 3)"));
-        assert!(lines[2].starts_with("c00"));
+        assert!(lines[1].starts_with("c22") && lines[1].ends_with("refused: no longer synced"));
+        assert!(lines[2].starts_with("c24") && lines[2].ends_with("catching up (at seq 3)"));
+        assert!(lines[3].starts_with("c00"));
         assert_eq!(
             lines[CAP],
-            "(20 of 25 shown) 23 caught up, 1 catching up, 1 retrying"
+            "(20 of 25 shown) 22 caught up, 1 catching up, 1 retrying, 1 refused"
         );
-        assert!(lines[CAP + 1].starts_with("25 conversation(s): 23 caught up, 1 retrying;"));
+        assert!(lines[CAP + 1].starts_with("25 conversation(s): 22 caught up, 1 retrying;"));
     }
 
     #[test]
@@ -261,9 +279,16 @@ mod tests {
             until: Time::from_millis(9),
         };
         assert_eq!(
-            final_words(Some(&retrying)),
+            final_words(&line(Some(retrying), 0, 0)),
             "retrying (the server refuses the credentials)"
         );
-        assert_eq!(final_words(None), "-");
+        assert_eq!(final_words(&line(None, 0, 0)), "-");
+        // Caught up at 3, and 9 delivered since: it says 9.
+        let mut later = line(Some(Status::CaughtUp { seq: Seq(3) }), 6, 1);
+        later.seq = 9;
+        assert_eq!(final_words(&later), "caught up (seq 9)");
+        later.refused = true;
+        assert_eq!(final_words(&later), "stopped");
+        assert_eq!(live_words(&later, 0), "refused: no longer synced");
     }
 }

@@ -90,6 +90,21 @@ struct Counts {
     cleared: Option<Permanent>,
     /// The last status the driver reported.
     status: Option<gapless::Status>,
+    /// The highest seq delivered.
+    seq: u64,
+}
+
+impl Counts {
+    /// What the live view and the status column say of it.
+    fn line(&self, fetches: u64) -> live::Line {
+        live::Line {
+            status: self.status,
+            stored: self.messages,
+            fetches,
+            seq: self.seq,
+            refused: self.cleared.is_some(),
+        }
+    }
 }
 
 /// What a sync run saw, per conversation, in the order they were given.
@@ -117,15 +132,7 @@ impl Tally {
     fn lines(&self) -> Vec<(String, live::Line)> {
         self.order
             .iter()
-            .map(|c| {
-                let counts = &self.convos[c];
-                let line = live::Line {
-                    status: counts.status,
-                    stored: counts.messages,
-                    fetches: console::seen(c).fetches,
-                };
-                (c.clone(), line)
-            })
+            .map(|c| (c.clone(), self.convos[c].line(console::seen(c).fetches)))
             .collect()
     }
 
@@ -143,7 +150,9 @@ impl Tally {
             } => {
                 if *order != gapless::Order::Ephemeral {
                     self.messages += 1;
-                    self.counts(convo).messages += 1;
+                    let counts = self.counts(convo);
+                    counts.messages += 1;
+                    counts.seq = counts.seq.max(message.seq.0);
                 }
                 if print {
                     println!(
@@ -424,7 +433,7 @@ impl<'a> Summary<'a> {
                     "new_messages": r.counts.messages,
                     "skipped_ranges": r.counts.skipped,
                     "fetches": r.seen.fetches,
-                    "status": r.counts.status.as_ref().map(|s| live::final_words(Some(s))),
+                    "status": live::final_words(&r.counts.line(r.seen.fetches)),
                     "reached_server": r.outcome.reached,
                     "outcome": r.outcome.words,
                     "ok": !r.outcome.failed,
@@ -456,7 +465,7 @@ impl<'a> Summary<'a> {
         let states: Vec<String> = self
             .rows
             .iter()
-            .map(|r| live::final_words(r.counts.status.as_ref()))
+            .map(|r| live::final_words(&r.counts.line(r.seen.fetches)))
             .collect();
         let broad = states
             .iter()
