@@ -71,8 +71,8 @@ pub struct Args {
 const EXIT_CODES: &str = "\
 Live view: when stderr is a terminal (and neither --print nor --json), a line per
 conversation (its status, messages stored this run, fetches; past 20 conversations the
-ones retrying or catching up first, and a count of the rest) and an overall line, redrawn in
-place and cleared before the final table. Elsewhere nothing is drawn.
+ones retrying, refused or catching up first, and a count of the rest) and an overall
+line, redrawn in place and cleared before the final table. Elsewhere nothing is drawn.
 
 Exit status:
   0  every conversation reached the server (its outcome is \"synced\", or the server was
