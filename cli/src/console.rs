@@ -73,12 +73,23 @@ pub fn stopping() {
 fn stopped_io(event: &Event<'_>) -> bool {
     STOPPING.load(Ordering::SeqCst) && event.metadata().target() == "gapless_adapter::io"
 }
-static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+/// What warnings are printed around (hidden while one prints).
+enum Around {
+    Bar(indicatif::ProgressBar),
+    Live(indicatif::MultiProgress),
+}
+
+static BAR: Mutex<Option<Around>> = Mutex::new(None);
 
 /// Warnings go around this progress bar (it is hidden while one prints), until
 /// [`release_bar`].
 pub fn hold_bar(bar: &indicatif::ProgressBar) {
-    *lock(&BAR) = Some(bar.clone());
+    *lock(&BAR) = Some(Around::Bar(bar.clone()));
+}
+
+/// Warnings go around these progress lines (`sync`'s live view), until [`release_bar`].
+pub fn hold_lines(multi: &indicatif::MultiProgress) {
+    *lock(&BAR) = Some(Around::Live(multi.clone()));
 }
 
 /// Stops printing around the progress bar.
@@ -92,7 +103,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn eprint_line(line: &str) {
     match lock(&BAR).as_ref() {
-        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        Some(Around::Bar(bar)) => bar.suspend(|| eprintln!("{line}")),
+        Some(Around::Live(multi)) => multi.suspend(|| eprintln!("{line}")),
         None => eprintln!("{line}"),
     }
 }

@@ -6,6 +6,7 @@ mod console;
 mod demo;
 mod errors;
 mod inspect;
+mod live;
 mod report;
 mod serve;
 mod sync;

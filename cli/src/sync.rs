@@ -2,12 +2,15 @@
 
 use crate::console::{self, Met, Seen};
 use crate::errors;
+use crate::live::{self, Live};
 use anyhow::{bail, Context};
 use gapless::{ConvoId, Permanent};
 use gapless_adapter::catbird::messages::Paging;
 use gapless_adapter::{CommandToken, FixedToken, TokenProvider, Update};
 use gapless_sqlite::SqliteStore;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -54,17 +57,23 @@ pub struct Args {
     /// Page with `sinceMessage` (older servers) instead of `sinceSeq` (`--api mls` only).
     #[arg(long)]
     since_message: bool,
-    /// Print every message as it is stored.
+    /// Print every message as it is stored (on stdout; there is no live view then, as it
+    /// would be drawn through the messages).
     #[arg(long, conflicts_with = "json")]
     print: bool,
     /// Print the summary (per conversation: new messages, skipped ranges, fetches, outcome)
-    /// as JSON instead of a table.
+    /// as JSON instead of a table (no live view then: one line of counts on a terminal).
     #[arg(long)]
     json: bool,
 }
 
 /// `gapless sync --help`'s last words; README.md's CLI section says the same.
 const EXIT_CODES: &str = "\
+Live view: when stderr is a terminal (and neither --print nor --json), a line per
+conversation (its status, messages stored this run, fetches; past 20 conversations the
+ones retrying, refused or catching up first, and a count of the rest) and an overall
+line, redrawn in place and cleared before the final table. Elsewhere nothing is drawn.
+
 Exit status:
   0  every conversation reached the server (its outcome is \"synced\", or the server was
      only busy: rate limited, or a server error that gapless retries)
@@ -79,6 +88,23 @@ struct Counts {
     messages: u64,
     skipped: u64,
     cleared: Option<Permanent>,
+    /// The last status the driver reported.
+    status: Option<gapless::Status>,
+    /// The highest seq delivered.
+    seq: u64,
+}
+
+impl Counts {
+    /// What the live view and the status column say of it.
+    fn line(&self, fetches: u64) -> live::Line {
+        live::Line {
+            status: self.status,
+            stored: self.messages,
+            fetches,
+            seq: self.seq,
+            refused: self.cleared.is_some(),
+        }
+    }
 }
 
 /// What a sync run saw, per conversation, in the order they were given.
@@ -102,6 +128,14 @@ impl Tally {
         }
     }
 
+    /// The live view's lines' facts, in the given order.
+    fn lines(&self) -> Vec<(String, live::Line)> {
+        self.order
+            .iter()
+            .map(|c| (c.clone(), self.convos[c].line(console::seen(c).fetches)))
+            .collect()
+    }
+
     fn counts(&mut self, convo: &ConvoId) -> &mut Counts {
         self.convos.entry(convo.to_string()).or_default()
     }
@@ -116,7 +150,9 @@ impl Tally {
             } => {
                 if *order != gapless::Order::Ephemeral {
                     self.messages += 1;
-                    self.counts(convo).messages += 1;
+                    let counts = self.counts(convo);
+                    counts.messages += 1;
+                    counts.seq = counts.seq.max(message.seq.0);
                 }
                 if print {
                     println!(
@@ -145,6 +181,7 @@ impl Tally {
             }
             // The warning that led to it was printed; the summary says it again.
             Update::Cleared { convo, reason } => self.counts(convo).cleared = Some(*reason),
+            Update::Status { convo, status } => self.counts(convo).status = Some(*status),
             _ => {}
         }
     }
@@ -264,13 +301,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.since_message {
         wire.paging = Paging::SinceMessage;
     }
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    console::hold_bar(&bar);
     let started = Instant::now();
+    let live = (std::io::stderr().is_terminal() && !args.json && !args.print)
+        .then(|| Live::new(names.len(), started));
+    let bar = match &live {
+        Some(live) => {
+            console::hold_lines(live.multi());
+            None
+        }
+        None => {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .expect("template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            console::hold_bar(&bar);
+            Some(bar)
+        }
+    };
     let mut tally = Tally::new(&names);
     let deadline = args.duration.map(|d| started + d);
     let mut options = gapless_adapter::Options::new(base).with_api(api);
@@ -281,16 +330,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokens,
         convos: &convos,
         deadline,
-        bar: &bar,
+        bar: bar.as_ref(),
+        live: live.map(RefCell::new),
         print: args.print,
     };
     let ran = if args.blocking {
-        run_blocking(job, store, &mut tally)
+        run_blocking(&job, store, &mut tally)
     } else {
-        run_tokio(job, store, &mut tally)
+        run_tokio(&job, store, &mut tally)
     };
     console::release_bar();
-    bar.finish_and_clear();
+    if let Some(bar) = job.bar {
+        bar.finish_and_clear();
+    }
+    if let Some(live) = job.live {
+        live.into_inner().clear();
+    }
     console::flush_repeats();
     let (fetches, stored) = ran.map_err(|e| {
         if errors::is_database(&e) {
@@ -378,6 +433,7 @@ impl<'a> Summary<'a> {
                     "new_messages": r.counts.messages,
                     "skipped_ranges": r.counts.skipped,
                     "fetches": r.seen.fetches,
+                    "status": live::final_words(&r.counts.line(r.seen.fetches)),
                     "reached_server": r.outcome.reached,
                     "outcome": r.outcome.words,
                     "ok": !r.outcome.failed,
@@ -406,17 +462,29 @@ impl<'a> Summary<'a> {
             .max()
             .unwrap_or(0)
             .max("conversation".len());
+        let states: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| live::final_words(&r.counts.line(r.seen.fetches)))
+            .collect();
+        let broad = states
+            .iter()
+            .map(|s| s.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max("status".len());
         println!(
-            "{:<wide$}  {:>5}  {:>7}  {:>7}  outcome",
-            "conversation", "new", "skipped", "fetches"
+            "{:<wide$}  {:>5}  {:>7}  {:>7}  {:<broad$}  outcome",
+            "conversation", "new", "skipped", "fetches", "status"
         );
-        for r in &self.rows {
+        for (r, state) in self.rows.iter().zip(&states) {
             println!(
-                "{:<wide$}  {:>5}  {:>7}  {:>7}  {}",
+                "{:<wide$}  {:>5}  {:>7}  {:>7}  {:<broad$}  {}",
                 console::clean(r.convo),
                 r.counts.messages,
                 r.counts.skipped,
                 r.seen.fetches,
+                state,
                 r.outcome.words
             );
         }
@@ -439,21 +507,35 @@ struct Job<'a> {
     tokens: Arc<dyn TokenProvider>,
     convos: &'a [ConvoId],
     deadline: Option<Instant>,
-    bar: &'a indicatif::ProgressBar,
+    /// The one-line spinner (not a terminal, `--json`, `--print`)…
+    bar: Option<&'a indicatif::ProgressBar>,
+    /// …or the live view.
+    live: Option<RefCell<Live>>,
     print: bool,
 }
 
 impl Job<'_> {
     fn record(&self, tally: &mut Tally, update: &Update) {
         tally.record(update, self.print);
-        self.bar.set_message(format!(
-            "{} messages, {} skipped",
-            tally.messages, tally.skipped
-        ));
+        if let Some(bar) = self.bar {
+            bar.set_message(format!(
+                "{} messages, {} skipped",
+                tally.messages, tally.skipped
+            ));
+        }
+        self.tick(tally, matches!(update, Update::Status { .. }));
+    }
+
+    /// Redraws the live view (throttled unless `now`): fetches and retry countdowns change
+    /// without an update.
+    fn tick(&self, tally: &Tally, now: bool) {
+        if let Some(live) = &self.live {
+            live.borrow_mut().draw(&tally.lines(), now);
+        }
     }
 }
 
-fn run_tokio(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Result<(u64, u64)> {
+fn run_tokio(job: &Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Result<(u64, u64)> {
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     runtime.block_on(async {
         let (sync, mut updates) =
@@ -468,12 +550,14 @@ fn run_tokio(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Res
             }
         };
         tokio::pin!(stop);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 update = updates.recv() => match update {
                     Some(u) => job.record(tally, &u),
                     None => break,
                 },
+                _ = tick.tick() => job.tick(tally, false),
                 _ = tokio::signal::ctrl_c() => break,
                 _ = &mut stop => break,
             }
@@ -485,7 +569,11 @@ fn run_tokio(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Res
     })
 }
 
-fn run_blocking(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::Result<(u64, u64)> {
+fn run_blocking(
+    job: &Job<'_>,
+    store: SqliteStore,
+    tally: &mut Tally,
+) -> anyhow::Result<(u64, u64)> {
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();
@@ -502,7 +590,7 @@ fn run_blocking(job: Job<'_>, store: SqliteStore, tally: &mut Tally) -> anyhow::
     {
         match updates.recv_timeout(Duration::from_millis(100)) {
             Ok(u) => job.record(tally, &u),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => job.tick(tally, false),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
