@@ -280,8 +280,7 @@ fn anomaly(debug: &str) -> Option<String> {
         "EpochWentBack" => "a message's epoch is lower than the one before it (a member at an older epoch sent late); delivered in order all the same".into(),
         "PageWentBackwards" => "the server's page went back before the position asked for; those messages were ignored".into(),
         "PageOversized" => "the server's page held more messages than asked for".into(),
-        "PageStalled" => "full pages from the server kept making no progress; the gaps in them will be skipped if a later fetch still lacks them".into(),
-        "StaleMessage" => "a message came too late to be told apart from a replay, and was not delivered (the database may hold it already)".into(),
+        "IdConflict" => "the server sent a message again at another seq; it was not delivered twice".into(),
         "EphemeralInPage" => "a catch-up page held an ephemeral message; delivered as ephemeral".into(),
         _ => format!("the server did something it should not have ({name}); nothing was lost"),
     })

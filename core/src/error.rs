@@ -107,3 +107,42 @@ pub enum Anomaly {
         id: MessageId,
     },
 }
+
+impl std::fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Anomaly::EpochWentBack {
+                seq,
+                epoch,
+                previous,
+            } => write!(
+                f,
+                "seq {seq} is at epoch {epoch}, below the {previous} before it (a member at an \
+                 older epoch sent late); delivered in order all the same"
+            ),
+            Anomaly::PageWentBackwards { since, ignored, .. } => write!(
+                f,
+                "a page asked for after seq {since} held {ignored} message(s) at or before it; \
+                 they were ignored"
+            ),
+            Anomaly::PageOversized { len, limit, .. } => write!(
+                f,
+                "a page held {len} messages although {limit} were asked for"
+            ),
+            Anomaly::IdConflict {
+                id,
+                seq,
+                delivered_at,
+            } => write!(
+                f,
+                "message {id} came again at seq {seq}, already delivered at seq {delivered_at}; \
+                 not delivered twice"
+            ),
+            Anomaly::Unauthorized => f.write_str("the server refused the credentials (401)"),
+            Anomaly::EphemeralInPage { id } => write!(
+                f,
+                "a catch-up page held the ephemeral message {id}; delivered as ephemeral"
+            ),
+        }
+    }
+}

@@ -74,3 +74,24 @@ fn status_follows_a_conversation_through_connect_gap_refusal_and_recovery() {
     assert_eq!(h.machine().caught_up(), 0);
     h.assert_invariants();
 }
+
+#[test]
+fn anomalies_read_as_words() {
+    let conflict = Anomaly::IdConflict {
+        id: "m3".into(),
+        seq: Seq(4),
+        delivered_at: Seq(3),
+    };
+    assert_eq!(
+        conflict.to_string(),
+        "message m3 came again at seq 4, already delivered at seq 3; not delivered twice"
+    );
+    let back = Anomaly::EpochWentBack {
+        seq: Seq(15),
+        epoch: 0,
+        previous: 1,
+    };
+    assert!(back
+        .to_string()
+        .starts_with("seq 15 is at epoch 0, below the 1 before it"));
+}
