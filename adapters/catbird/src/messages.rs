@@ -105,20 +105,7 @@ pub struct GetMessagesResponse {
 impl GetMessagesResponse {
     /// Decodes a body, within the limits.
     pub fn decode(body: &[u8], limits: &Limits) -> Result<GetMessagesResponse, DecodeError> {
-        if body.len() > limits.max_body {
-            return Err(DecodeError::BodyTooLarge {
-                len: body.len(),
-                limit: limits.max_body,
-            });
-        }
-        let response: GetMessagesResponse = serde_json::from_slice(body)?;
-        if response.messages.len() > limits.max_page_messages {
-            return Err(DecodeError::PageTooLarge {
-                len: response.messages.len(),
-                limit: limits.max_page_messages,
-            });
-        }
-        Ok(response)
+        decode_page(body, limits, |r: &GetMessagesResponse| r.messages.len())
     }
 
     /// Into the machine's input for the fetch `request` of `convo`. A message of another
@@ -129,24 +116,60 @@ impl GetMessagesResponse {
         convo: &ConvoId,
         limits: &Limits,
     ) -> Result<Page, DecodeError> {
-        let mut messages = Vec::with_capacity(self.messages.len());
-        for view in self.messages {
-            if view.convo_id != convo.as_str() {
-                return Err(DecodeError::WrongConvo {
-                    expected: convo.to_string(),
-                    got: view.convo_id,
-                });
-            }
-            messages.push(view.into_message(limits)?);
-        }
-        // `gapInfo` lists every seq of the conversation that holds no message; the machine
-        // takes a listed seq as proof of absence (never an omission as proof of presence).
-        let gaps = match self.gap_info {
-            Some(info) if info.has_gaps => {
-                Gaps::Missing(info.missing_seqs.into_iter().map(Seq).collect())
-            }
-            _ => Gaps::Unknown,
-        };
-        Ok(Page::new(request, messages).with_gaps(gaps))
+        into_page(self.messages, self.gap_info, request, convo, limits)
     }
+}
+
+/// Decodes a `getMessages` answer of either API: the body within `max_body`, its messages
+/// (`count`) within `max_page_messages`.
+pub(crate) fn decode_page<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    limits: &Limits,
+    count: impl Fn(&T) -> usize,
+) -> Result<T, DecodeError> {
+    if body.len() > limits.max_body {
+        return Err(DecodeError::BodyTooLarge {
+            len: body.len(),
+            limit: limits.max_body,
+        });
+    }
+    let response: T = serde_json::from_slice(body)?;
+    let len = count(&response);
+    if len > limits.max_page_messages {
+        return Err(DecodeError::PageTooLarge {
+            len,
+            limit: limits.max_page_messages,
+        });
+    }
+    Ok(response)
+}
+
+/// A `getMessages` page of either API into the machine's input. A message of another
+/// conversation is an error (a confused server), not silently dropped. `gapInfo` lists every
+/// seq of the conversation that holds no message; the machine takes a listed seq as proof of
+/// absence (never an omission as proof of presence).
+pub(crate) fn into_page(
+    views: Vec<MessageView>,
+    gap_info: Option<GapInfo>,
+    request: RequestId,
+    convo: &ConvoId,
+    limits: &Limits,
+) -> Result<Page, DecodeError> {
+    let mut messages = Vec::with_capacity(views.len());
+    for view in views {
+        if view.convo_id != convo.as_str() {
+            return Err(DecodeError::WrongConvo {
+                expected: convo.to_string(),
+                got: view.convo_id,
+            });
+        }
+        messages.push(view.into_message(limits)?);
+    }
+    let gaps = match gap_info {
+        Some(info) if info.has_gaps => {
+            Gaps::Missing(info.missing_seqs.into_iter().map(Seq).collect())
+        }
+        _ => Gaps::Unknown,
+    };
+    Ok(Page::new(request, messages).with_gaps(gaps))
 }

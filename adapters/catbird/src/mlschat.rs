@@ -23,7 +23,7 @@
 //!   an empty body ([`crate::status`] maps it).
 
 use crate::message::{Ciphertext, MessageView};
-use crate::messages::GapInfo;
+use crate::messages::{self, GapInfo};
 use crate::{xrpc_path, DecodeError, Limits, MLSCHAT_GET_MESSAGES, MLSCHAT_SEND_MESSAGE};
 use gapless::{ConvoId, FetchRequest, Page, RequestId};
 use serde::{Deserialize, Serialize};
@@ -125,42 +125,18 @@ pub struct GetMessagesResponse {
 impl GetMessagesResponse {
     /// Decodes a body, within the limits.
     pub fn decode(body: &[u8], limits: &Limits) -> Result<GetMessagesResponse, DecodeError> {
-        if body.len() > limits.max_body {
-            return Err(DecodeError::BodyTooLarge {
-                len: body.len(),
-                limit: limits.max_body,
-            });
-        }
-        let response: GetMessagesResponse = serde_json::from_slice(body)?;
-        if response.messages.len() > limits.max_page_messages {
-            return Err(DecodeError::PageTooLarge {
-                len: response.messages.len(),
-                limit: limits.max_page_messages,
-            });
-        }
-        Ok(response)
+        messages::decode_page(body, limits, |r: &GetMessagesResponse| r.messages.len())
     }
 
-    /// Into the machine's input for the fetch `request` of `convo`. A message of another
-    /// conversation is an error (a confused server), not silently dropped.
+    /// Into the machine's input for the fetch `request` of `convo`, as the older API's
+    /// (this server never sends `gapInfo`: such a page proves only what it holds).
     pub fn into_page(
         self,
         request: RequestId,
         convo: &ConvoId,
         limits: &Limits,
     ) -> Result<Page, DecodeError> {
-        let mut messages = Vec::with_capacity(self.messages.len());
-        for view in self.messages {
-            if view.convo_id != convo.as_str() {
-                return Err(DecodeError::WrongConvo {
-                    expected: convo.to_string(),
-                    got: view.convo_id,
-                });
-            }
-            messages.push(view.into_message(limits)?);
-        }
-        // mlsChat never sends gapInfo: a page proves only what it holds.
-        Ok(Page::new(request, messages))
+        messages::into_page(self.messages, self.gap_info, request, convo, limits)
     }
 }
 
