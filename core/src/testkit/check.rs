@@ -118,55 +118,47 @@ impl Checker {
                 from,
                 to,
                 checkpoint,
-            } => {
-                let c = self.convos.entry(convo.clone()).or_default();
-                let mut errors = Vec::new();
-                if *from != c.pos.next() || to < from {
-                    errors.push(format!("{convo}: skipped {from}..={to} after {}", c.pos));
-                }
-                c.pos = c.pos.max(*to);
-                c.skipped.push((*from, *to));
-                if checkpoint.seq != c.pos {
-                    errors.push(format!(
-                        "{convo}: checkpoint {} after skip to {to}",
-                        checkpoint.seq
-                    ));
-                }
-                for e in errors {
-                    self.fail(e);
-                }
-            }
+            } => self.passed(convo, *from, *to, checkpoint.seq, false),
             Command::Unreachable {
                 convo,
                 from,
                 to,
                 checkpoint,
-            } => {
-                let c = self.convos.entry(convo.clone()).or_default();
-                let mut errors = Vec::new();
-                if *from != c.pos.next() || to < from {
-                    errors.push(format!(
-                        "{convo}: unreachable {from}..={to} after {}",
-                        c.pos
-                    ));
-                }
-                c.pos = c.pos.max(*to);
-                c.unreachable.push((*from, *to));
-                if checkpoint.seq != c.pos {
-                    errors.push(format!(
-                        "{convo}: checkpoint {} after unreachable to {to}",
-                        checkpoint.seq
-                    ));
-                }
-                for e in errors {
-                    self.fail(e);
-                }
-            }
+            } => self.passed(convo, *from, *to, checkpoint.seq, true),
             Command::Clear { convo, .. } => {
                 // The application drops the conversation; syncing it again starts anew.
                 self.convos.remove(convo);
             }
             _ => {}
+        }
+    }
+
+    /// The checkpoint moved past `from..=to` without a delivery: skipped (proven empty) or
+    /// declared unreachable. Either must start right after the position.
+    fn passed(&mut self, convo: &ConvoId, from: Seq, to: Seq, checkpoint: Seq, unreachable: bool) {
+        let what = if unreachable {
+            "unreachable"
+        } else {
+            "skipped"
+        };
+        let c = self.convos.entry(convo.clone()).or_default();
+        let mut errors = Vec::new();
+        if from != c.pos.next() || to < from {
+            errors.push(format!("{convo}: {what} {from}..={to} after {}", c.pos));
+        }
+        c.pos = c.pos.max(to);
+        if unreachable {
+            c.unreachable.push((from, to));
+        } else {
+            c.skipped.push((from, to));
+        }
+        if checkpoint != c.pos {
+            errors.push(format!(
+                "{convo}: checkpoint {checkpoint} after {what} to {to}"
+            ));
+        }
+        for e in errors {
+            self.fail(e);
         }
     }
 
