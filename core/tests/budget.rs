@@ -48,6 +48,20 @@ fn caught_up(config: Config, n: usize) -> Harness {
     h
 }
 
+/// The default machine with a budget of one fetch a second, whatever the minute's bucket
+/// holds (`max_queue_wait` stays 30 s).
+fn one_fetch_a_second() -> Config {
+    Config {
+        budget: Budget {
+            fetches: Some(Rate { per_minute: 60 }),
+            burst: 1,
+            burst_per_second: 1,
+            ..Budget::default()
+        },
+        ..Config::default()
+    }
+}
+
 #[test]
 fn a_429_pauses_every_conversations_fetches_until_the_servers_time_is_up() {
     let mut h = caught_up(Config::default(), 3);
@@ -92,16 +106,7 @@ fn a_429_without_retry_after_pauses_for_the_default() {
 
 #[test]
 fn fetches_stay_within_the_budget_and_a_gap_in_view_goes_before_routine_catch_ups() {
-    let config = Config {
-        budget: Budget {
-            fetches: Some(Rate { per_minute: 60 }),
-            // One a second at most, whatever the minute's bucket holds.
-            burst: 1,
-            burst_per_second: 1,
-            ..Budget::default()
-        },
-        ..Config::default()
-    };
+    let config = one_fetch_a_second();
     let mut h = caught_up(config, 30);
     let start = fetch_times(&h);
     // Thirty routine catch-ups queue up; then the conversation on screen is resumed.
@@ -138,16 +143,7 @@ fn fetches_stay_within_the_budget_and_a_gap_in_view_goes_before_routine_catch_up
 
 #[test]
 fn routine_catch_ups_are_delayed_by_urgent_ones_never_starved() {
-    let config = Config {
-        budget: Budget {
-            fetches: Some(Rate { per_minute: 60 }),
-            burst: 1,
-            burst_per_second: 1,
-            ..Budget::default()
-        },
-        max_queue_wait: Duration::from_secs(30),
-        ..Config::default()
-    };
+    let config = one_fetch_a_second();
     let mut h = caught_up(config, 2);
     h.input("resume c0 (routine)", Input::Resume { convo: None });
     // c1 keeps asking urgently, every half second, for a minute.
@@ -196,15 +192,7 @@ fn under_sustained_routine_load_the_conversation_in_view_still_goes_first() {
     // Found by the 500-conversation quota bench: once routine polls alone exceeded the
     // budget, the anti-starvation rule handed them every fetch and the conversation in view
     // waited minutes. Now it keeps at least every other fetch.
-    let config = Config {
-        budget: Budget {
-            fetches: Some(Rate { per_minute: 60 }),
-            burst: 1,
-            burst_per_second: 1,
-            ..Budget::default()
-        },
-        ..Config::default()
-    };
+    let config = one_fetch_a_second();
     let mut h = caught_up(config, 100);
     // Let routine polls (every 30 s for conversations without a stream) pile up past
     // max_queue_wait.
