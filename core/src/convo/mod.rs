@@ -393,7 +393,7 @@ impl Convo {
         // store drops what it has.
         let reread = self.fetch.reread.map(|(r, _)| r);
         let retry = std::mem::take(&mut self.fetch.retry_due)
-            .then(|| self.due_unreachable(now))
+            .then(|| self.due_unreachable(now, config.unreachable_retry))
             .flatten();
         let (since, limit, purpose) = match retry {
             Some(at) => (

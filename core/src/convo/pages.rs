@@ -403,15 +403,16 @@ impl Convo {
     }
 
     /// The unreachable range due for another look, if any: where that look reads next.
-    pub(super) fn due_unreachable(&mut self, now: Time) -> Option<Seq> {
+    pub(super) fn due_unreachable(&mut self, now: Time, retry: Duration) -> Option<Seq> {
         let a = self.active.as_mut()?;
         let u = a
             .unreachable
             .iter_mut()
             .filter(|u| u.next_try <= now)
             .min_by_key(|u| u.next_try)?;
-        // Not asked again before this page is answered (or the fetch failed).
-        u.next_try = now + Duration::from_secs(3600);
+        // Its answer (or failure) says when to look next; should the range have changed
+        // shape by then, the usual retry period.
+        u.next_try = now + retry;
         Some(u.at)
     }
 
