@@ -9,29 +9,43 @@ fn gapless() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gapless"))
 }
 
+/// A dev server whose tokens are accepted once each (the hostile profile's tokens, no other
+/// fault), with conversations c0 and c1.
 #[cfg(unix)]
-#[test]
-fn sync_with_a_token_command_then_inspect_json_matches_the_server() {
-    use std::os::unix::fs::PermissionsExt;
+fn tokens_once_server(seed: u64) -> (tokio::runtime::Runtime, DevServer) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    // Hostile tokens (getMessages takes a minted token once), no other fault.
-    let mut options = Options::new(Profile::Hostile, 3);
+    let mut options = Options::new(Profile::Hostile, seed);
     options.faults = Faults::default();
     let server = runtime.block_on(DevServer::start(options)).unwrap();
     server.create_convo("c0");
     server.create_convo("c1");
+    (runtime, server)
+}
+
+/// A `--token-command` script minting a new token for its NSID (`$1`) at each call (the PID
+/// and the time make each one new), logging the NSIDs to `log` if given.
+#[cfg(unix)]
+fn mint_script(dir: &std::path::Path, log: Option<&std::path::Path>) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("mint.sh");
+    let log = log.map_or(String::new(), |l| {
+        format!("echo \"$1\" >> {}\n", l.display())
+    });
+    let body = format!("#!/bin/sh\n{log}echo \"dev-secret.$1.$$-$(date +%s%N)\"\n");
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[cfg(unix)]
+#[test]
+fn sync_with_a_token_command_then_inspect_json_matches_the_server() {
+    let (_runtime, server) = tokens_once_server(3);
     for n in 0..60u8 {
         server.post(if n % 3 == 0 { "c1" } else { "c0" }, vec![n; 16]);
     }
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("mint.sh");
-    // `$1` is the NSID; the PID and the time make each token new.
-    std::fs::write(
-        &script,
-        "#!/bin/sh\necho \"dev-secret.$1.$$-$(date +%s%N)\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = mint_script(dir.path(), None);
     let db = dir.path().join("s.db");
     let out = gapless()
         .args(["sync", "--server", &server.base_url(), "--token-command"])
@@ -100,28 +114,13 @@ fn sync_with_a_token_command_then_inspect_json_matches_the_server() {
 #[cfg(unix)]
 #[test]
 fn sync_over_mlschat_with_either_driver_matches_the_server() {
-    use std::os::unix::fs::PermissionsExt;
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut options = Options::new(Profile::Hostile, 5);
-    options.faults = Faults::default();
-    let server = runtime.block_on(DevServer::start(options)).unwrap();
-    server.create_convo("c0");
-    server.create_convo("c1");
+    let (_runtime, server) = tokens_once_server(5);
     for n in 0..40u8 {
         server.post(if n % 2 == 0 { "c1" } else { "c0" }, vec![n; 16]);
     }
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("mint.sh");
     let asked = dir.path().join("asked.txt");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$1\" >> {}\necho \"dev-secret.$1.$$-$(date +%s%N)\"\n",
-            asked.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = mint_script(dir.path(), Some(&asked));
     let db = dir.path().join("s.db");
     let sync = |driver: &[&str]| {
         let out = gapless()
