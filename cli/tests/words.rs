@@ -14,6 +14,13 @@ fn gapless() -> Command {
 }
 
 /// Stdout and stderr, checked for escape codes (neither is a terminal here).
+/// `gapless sync --server <base> --token <token>`, the rest to add.
+fn sync(base: &str, token: &str) -> Command {
+    let mut cmd = gapless();
+    cmd.args(["sync", "--server", base, "--token", token]);
+    cmd
+}
+
 fn texts(out: &Output) -> (String, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -49,9 +56,8 @@ fn server(runtime: &tokio::runtime::Runtime) -> DevServer {
 fn unreachable_server_with(driver: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let server = format!("http://127.0.0.1:{}", closed_port());
-    let out = gapless()
-        .args(["sync", "--server", &server, "--token", "x", "--convo", "c1"])
-        .args(["--for", "2s", "--db"])
+    let out = sync(&server, "x")
+        .args(["--convo", "c1", "--for", "2s", "--db"])
         .arg(dir.path().join("u.db"))
         .args(driver)
         .output()
@@ -88,8 +94,7 @@ fn a_wrong_token_is_refused_unauthorized_and_exits_1() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = server(&runtime);
     let dir = tempfile::tempdir().unwrap();
-    let out = gapless()
-        .args(["sync", "--server", &server.base_url(), "--token", "wrong"])
+    let out = sync(&server.base_url(), "wrong")
         .args(["--convo", "c0", "--for", "3s", "--db"])
         .arg(dir.path().join("w.db"))
         .output()
@@ -119,14 +124,7 @@ fn an_unknown_conversation_is_refused_forbidden_and_exits_1() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = server(&runtime);
     let dir = tempfile::tempdir().unwrap();
-    let out = gapless()
-        .args([
-            "sync",
-            "--server",
-            &server.base_url(),
-            "--token",
-            "dev-secret",
-        ])
+    let out = sync(&server.base_url(), "dev-secret")
         .args([
             "--convo", "c0", "--convo", "nope", "--for", "2s", "--json", "--db",
         ])
@@ -160,14 +158,7 @@ fn a_good_run_says_synced_and_exits_0() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = server(&runtime);
     let dir = tempfile::tempdir().unwrap();
-    let out = gapless()
-        .args([
-            "sync",
-            "--server",
-            &server.base_url(),
-            "--token",
-            "dev-secret",
-        ])
+    let out = sync(&server.base_url(), "dev-secret")
         .args(["--convo", "c0", "--for", "1s", "--db"])
         .arg(dir.path().join("g.db"))
         .output()
@@ -185,8 +176,7 @@ fn a_good_run_says_synced_and_exits_0() {
 fn a_database_in_a_missing_folder_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("no/such/folder/x.db");
-    let out = gapless()
-        .args(["sync", "--server", "http://127.0.0.1:1", "--token", "x"])
+    let out = sync("http://127.0.0.1:1", "x")
         .args(["--convo", "c0", "--for", "1s", "--db"])
         .arg(&db)
         .output()
@@ -209,8 +199,7 @@ fn a_corrupt_database_file_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("notes.db");
     std::fs::write(&db, "not a database, just notes\n".repeat(100)).unwrap();
-    let out = gapless()
-        .args(["sync", "--server", "http://127.0.0.1:1", "--token", "x"])
+    let out = sync("http://127.0.0.1:1", "x")
         .args(["--convo", "c0", "--for", "1s", "--db"])
         .arg(&db)
         .output()
