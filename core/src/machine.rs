@@ -411,11 +411,7 @@ impl SyncMachine {
     }
 
     fn convo_mut(&mut self, key: Key) -> Option<&mut Convo> {
-        let slot = self.slots.get_mut(key.slot as usize)?;
-        if slot.gen != key.gen {
-            return None;
-        }
-        slot.convo.as_mut()
+        live(&mut self.slots, key)
     }
 
     /// Runs `f` on a conversation with the shared context.
@@ -431,11 +427,7 @@ impl SyncMachine {
             buckets,
             ..
         } = self;
-        let slot = slots.get_mut(key.slot as usize)?;
-        if slot.gen != key.gen {
-            return None;
-        }
-        let convo = slot.convo.as_mut()?;
+        let convo = live(slots, key)?;
         let mut cx = Ctx {
             config,
             now: *now,
@@ -515,12 +507,7 @@ impl SyncMachine {
     /// After a conversation changed: clear it, queue its fetch, reschedule its timer.
     fn after(&mut self, key: Key) {
         let config = &self.config;
-        let Some(convo) = self
-            .slots
-            .get_mut(key.slot as usize)
-            .filter(|s| s.gen == key.gen)
-            .and_then(|s| s.convo.as_mut())
-        else {
+        let Some(convo) = live(&mut self.slots, key) else {
             return;
         };
         if let Some(reason) = convo.doomed.take() {
@@ -701,12 +688,7 @@ impl SyncMachine {
             }
             self.fetch_queue[p].pop_front();
             let id = RequestId(self.next_request);
-            let Some(convo) = self
-                .slots
-                .get_mut(key.slot as usize)
-                .filter(|s| s.gen == key.gen)
-                .and_then(|s| s.convo.as_mut())
-            else {
+            let Some(convo) = live(&mut self.slots, key) else {
                 continue;
             };
             let (since, limit) = convo.start_fetch(id, &self.config, now);
@@ -723,4 +705,13 @@ impl SyncMachine {
             self.commands.push_back(Command::Fetch(request));
         }
     }
+}
+
+/// The conversation in `key`'s slot, if the slot still holds that generation. A free
+/// function, so that callers can borrow the machine's other fields beside it.
+fn live(slots: &mut [Slot], key: Key) -> Option<&mut Convo> {
+    slots
+        .get_mut(key.slot as usize)
+        .filter(|s| s.gen == key.gen)
+        .and_then(|s| s.convo.as_mut())
 }
