@@ -4,7 +4,7 @@
 use crate::budget::{Buckets, Kind};
 use crate::convo::{Convo, Ctx, FetchState, Priority, Stream};
 use crate::rng::Rng;
-use crate::shared::{Shared, State};
+use crate::shared::Shared;
 use crate::timers::{Key, TimerQueue};
 use crate::{
     Checkpoint, Command, Config, ConfigError, ConvoId, FetchRequest, Input, InputError, RequestId,
@@ -235,9 +235,9 @@ impl SyncMachine {
                 self.after(key);
             }
             Input::SharedOpened { stream } => {
-                if let State::Opening { id, attempts, .. } = self.shared.state {
+                if let Stream::Opening { id, attempts, .. } = self.shared.state {
                     if id == stream {
-                        self.shared.state = State::Open {
+                        self.shared.state = Stream::Open {
                             id,
                             since: self.now,
                             last_activity: self.now,
@@ -255,10 +255,10 @@ impl SyncMachine {
                 if self.shared.current() != Some(stream) {
                     return Ok(());
                 }
-                if matches!(self.shared.state, State::Opening { .. }) {
+                if matches!(self.shared.state, Stream::Opening { .. }) {
                     self.dispatch(Input::SharedOpened { stream })?;
                 }
-                if let State::Open { last_activity, .. } = &mut self.shared.state {
+                if let Stream::Open { last_activity, .. } = &mut self.shared.state {
                     *last_activity = self.now;
                 }
                 match convo {
@@ -313,7 +313,7 @@ impl SyncMachine {
                 self.after(key);
             }
             Input::Resume { convo: None } => {
-                if let State::Waiting { attempts, .. } = self.shared.state {
+                if let Stream::Waiting { attempts, .. } = self.shared.state {
                     self.shared_open(attempts);
                 }
                 for slot in 0..self.slots.len() {
@@ -492,7 +492,7 @@ impl SyncMachine {
                 if let Some(stream) = self.shared.current() {
                     self.commands.push_back(Command::CloseShared { stream });
                 }
-                self.shared.state = State::Idle;
+                self.shared.state = Stream::Off;
                 self.shared.rejoin_at = None;
             }
         }
@@ -547,14 +547,15 @@ impl SyncMachine {
     fn shared_join(&mut self) {
         self.shared.members += 1;
         match self.shared.state {
-            State::Idle => self.shared_open(0),
-            State::Opening { .. } | State::Open { .. } => {
+            Stream::Off => self.shared_open(0),
+            Stream::Opening { .. } | Stream::Open { .. } => {
                 if self.shared.rejoin_at.is_none() {
                     self.shared.rejoin_at = Some(self.now + self.config.join_delay);
                 }
             }
-            // The next connection covers it.
-            State::Waiting { .. } => {}
+            // The next connection covers it (`Shared` is a conversation's state, never the
+            // shared stream's own).
+            Stream::Waiting { .. } | Stream::Shared { .. } => {}
         }
     }
 
@@ -563,12 +564,12 @@ impl SyncMachine {
         self.shared.rejoin_at = None;
         if !self.buckets.take(Kind::StreamOpen, self.now) {
             let at = self.buckets.ready_at(Kind::StreamOpen, self.now);
-            self.shared.state = State::Waiting { at, attempts };
+            self.shared.state = Stream::Waiting { at, attempts };
             return;
         }
         let stream = StreamId(self.next_stream);
         self.next_stream += 1;
-        self.shared.state = State::Opening {
+        self.shared.state = Stream::Opening {
             id: stream,
             since: self.now,
             attempts,
@@ -587,9 +588,13 @@ impl SyncMachine {
     /// The connection ended (or is given up): every conversation on it rechecks what was
     /// in flight, and it reopens after a backoff.
     fn shared_wait(&mut self) {
-        let attempts = self.shared.attempts_after_close(self.now, &self.config);
+        let attempts = self
+            .shared
+            .state
+            .next_attempt(self.now, &self.config)
+            .unwrap_or(1);
         let delay = crate::rng::backoff(&self.config, &mut self.rng, attempts);
-        self.shared.state = State::Waiting {
+        self.shared.state = Stream::Waiting {
             at: self.now + delay,
             attempts,
         };
@@ -600,18 +605,18 @@ impl SyncMachine {
     fn shared_timer(&mut self) {
         let now = self.now;
         match self.shared.state {
-            State::Waiting { at, attempts } if at <= now => self.shared_open(attempts),
-            State::Opening { id, since, .. } if since + self.config.idle_timeout <= now => {
+            Stream::Waiting { at, attempts } if at <= now => self.shared_open(attempts),
+            Stream::Opening { id, since, .. } if since + self.config.idle_timeout <= now => {
                 self.commands.push_back(Command::CloseShared { stream: id });
                 self.shared_wait();
             }
-            State::Open {
+            Stream::Open {
                 id, last_activity, ..
             } if last_activity + self.config.idle_timeout <= now => {
                 self.commands.push_back(Command::CloseShared { stream: id });
                 self.shared_wait();
             }
-            State::Opening { id, attempts, .. } | State::Open { id, attempts, .. }
+            Stream::Opening { id, attempts, .. } | Stream::Open { id, attempts, .. }
                 if self.shared.rejoin_at.is_some_and(|t| t <= now) =>
             {
                 // Cover the conversations that joined: a new connection, caught up anew.

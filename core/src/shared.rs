@@ -8,32 +8,15 @@
 //! replays nothing — is the conversations' own affair: each one catches up when the shared
 //! stream opens (`Convo::shared_opened`).
 
+use crate::convo::Stream;
 use crate::{Config, StreamId, Time};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
-    /// No live conversation: no connection wanted.
-    Idle,
-    /// Closed; reopen at `at`.
-    Waiting { at: Time, attempts: u32 },
-    /// `OpenShared` sent, not yet confirmed.
-    Opening {
-        id: StreamId,
-        since: Time,
-        attempts: u32,
-    },
-    Open {
-        id: StreamId,
-        since: Time,
-        last_activity: Time,
-        attempts: u32,
-    },
-}
 
 /// The shared stream's state, owned by the machine.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) state: State,
+    /// Its connection, in the same states as a conversation's own stream (`Off`: no live
+    /// conversation, no connection wanted; never `Shared`).
+    pub(crate) state: Stream,
     /// A conversation joined the open (or opening) connection: reconnect at this time to
     /// cover it.
     pub(crate) rejoin_at: Option<Time>,
@@ -44,7 +27,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new() -> Shared {
         Shared {
-            state: State::Idle,
+            state: Stream::Off,
             rejoin_at: None,
             members: 0,
         }
@@ -52,37 +35,15 @@ impl Shared {
 
     /// The connection now, if any.
     pub(crate) fn current(&self) -> Option<StreamId> {
-        match self.state {
-            State::Opening { id, .. } | State::Open { id, .. } => Some(id),
-            _ => None,
-        }
+        self.state.id()
     }
 
-    /// When it needs attention: reopen, give up on a silent connection, or reconnect for a
+    /// When it needs attention: the connection's own deadline, or the reconnect for a
     /// conversation that joined.
     pub(crate) fn deadline(&self, config: &Config) -> Option<Time> {
-        let state = match self.state {
-            State::Idle => None,
-            State::Waiting { at, .. } => Some(at),
-            State::Opening { since, .. } => Some(since + config.idle_timeout),
-            State::Open { last_activity, .. } => Some(last_activity + config.idle_timeout),
-        };
-        match (state, self.rejoin_at) {
+        match (self.state.deadline(config), self.rejoin_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// The attempts so far, and whether the connection stayed healthy long enough to reset
-    /// them.
-    pub(crate) fn attempts_after_close(&self, now: Time, config: &Config) -> u32 {
-        match self.state {
-            State::Open { since, .. } if now.since(since) >= config.healthy_after => 0,
-            State::Open { attempts, .. }
-            | State::Opening { attempts, .. }
-            | State::Waiting { attempts, .. } => attempts,
-            State::Idle => 0,
-        }
-        .saturating_add(1)
     }
 }

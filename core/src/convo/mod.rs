@@ -99,6 +99,42 @@ pub(crate) enum Stream {
     Shared { open: bool },
 }
 
+impl Stream {
+    /// The connection asked for or open, if any.
+    pub(crate) fn id(&self) -> Option<StreamId> {
+        match *self {
+            Stream::Opening { id, .. } | Stream::Open { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// When a connection needs attention: reopen after its backoff, or give up on one
+    /// that is silent (or never confirmed) for `idle_timeout`. The same rules for a
+    /// conversation's own stream and for the machine's shared one.
+    pub(crate) fn deadline(&self, config: &Config) -> Option<Time> {
+        match *self {
+            Stream::Off | Stream::Shared { .. } => None,
+            Stream::Waiting { at, .. } => Some(at),
+            Stream::Opening { since, .. } => Some(since + config.idle_timeout),
+            Stream::Open { last_activity, .. } => Some(last_activity + config.idle_timeout),
+        }
+    }
+
+    /// The attempt a reopen after this connection ended will be: counting on from the
+    /// attempts so far, from 1 again if it stayed open `healthy_after`. `None` when there
+    /// is no connection of its own to reopen.
+    pub(crate) fn next_attempt(&self, now: Time, config: &Config) -> Option<u32> {
+        let attempts = match *self {
+            Stream::Open { since, .. } if now.since(since) >= config.healthy_after => 0,
+            Stream::Open { attempts, .. }
+            | Stream::Opening { attempts, .. }
+            | Stream::Waiting { attempts, .. } => attempts,
+            Stream::Off | Stream::Shared { .. } => return None,
+        };
+        Some(attempts.saturating_add(1))
+    }
+}
+
 /// What a fetch is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Purpose {
@@ -557,10 +593,7 @@ impl Convo {
     }
 
     fn current_stream(&self) -> Option<StreamId> {
-        match self.stream {
-            Stream::Opening { id, .. } | Stream::Open { id, .. } => Some(id),
-            _ => None,
-        }
+        self.stream.id()
     }
 
     pub(crate) fn stream_opened(&mut self, cx: &mut Ctx, stream: StreamId) {
@@ -690,14 +723,9 @@ impl Convo {
         // checkpoint moves on meanwhile.
         let here = Seq(self.cp.seq.0.saturating_sub(cx.config.catch_up_overlap - 1));
         self.lower_recheck(here);
-        let attempts = match self.stream {
-            Stream::Open { since, .. } if cx.now.since(since) >= cx.config.healthy_after => 0,
-            Stream::Open { attempts, .. }
-            | Stream::Opening { attempts, .. }
-            | Stream::Waiting { attempts, .. } => attempts,
-            Stream::Off | Stream::Shared { .. } => return,
-        }
-        .saturating_add(1);
+        let Some(attempts) = self.stream.next_attempt(cx.now, cx.config) else {
+            return;
+        };
         let at = cx.now + cx.backoff(attempts);
         self.stream = Stream::Waiting { at, attempts };
     }
@@ -719,12 +747,7 @@ impl Convo {
     /// When the stream needs attention: reopen after backoff, or give up on a connection
     /// that is silent (or never confirmed) for `idle_timeout`.
     fn stream_deadline(&self, config: &Config) -> Option<Time> {
-        match self.stream {
-            Stream::Off | Stream::Shared { .. } => None,
-            Stream::Waiting { at, .. } => Some(at),
-            Stream::Opening { since, .. } => Some(since + config.idle_timeout),
-            Stream::Open { last_activity, .. } => Some(last_activity + config.idle_timeout),
-        }
+        self.stream.deadline(config)
     }
 
     /// When an open gap (after `gap_wait`) or a suspected hole (after `hole_grace`) needs a
