@@ -111,6 +111,21 @@ fn delivered(h: &Harness) -> Vec<u64> {
     d
 }
 
+/// `sub` restored from a store that delivered m1..=m100 at seqs 1..=100 (epoch 1): the
+/// checkpoint at 100 and the 31 ids below it the machine keeps.
+fn restored_at_100(sub: Subscription) -> Subscription {
+    let recent: Vec<Known> = (69..100)
+        .map(|s| Known::new(Seq(s), format!("m{s}"), Epoch(1)))
+        .collect();
+    let cp = Checkpoint {
+        seq: Seq(100),
+        ids: ["m100".into()].into_iter().collect(),
+        epoch: Some(Epoch(1)),
+        ..Checkpoint::default()
+    };
+    sub.from_checkpoint(cp).with_recent(recent)
+}
+
 fn live(config: Config) -> Harness {
     let mut h = Harness::new(config);
     h.subscribe(Subscription::live("c"));
@@ -234,21 +249,8 @@ fn after_a_gap_is_settled_inside_a_long_catch_up_paging_goes_on_at_once() {
             ..Model::default()
         };
         model.add((1..=400).filter(|s| *s != 150), 1);
-        let recent: Vec<Known> = (69..100)
-            .map(|s| Known::new(Seq(s), format!("m{s}"), Epoch(1)))
-            .collect();
-        let cp = Checkpoint {
-            seq: Seq(100),
-            ids: ["m100".into()].into_iter().collect(),
-            epoch: Some(Epoch(1)),
-            ..Checkpoint::default()
-        };
         let mut h = Harness::new(Config::default());
-        h.subscribe(
-            Subscription::catch_up_only("c")
-                .from_checkpoint(cp)
-                .with_recent(recent),
-        );
+        h.subscribe(restored_at_100(Subscription::catch_up_only("c")));
         let took = when_position_reached(&mut h, &model, 400, Duration::from_secs(130));
         assert!(took < Duration::from_secs(10), "{took:?}\n{}", h.trace());
         let expected = if gap_info {
@@ -413,20 +415,8 @@ fn a_message_a_resumed_stream_filters_is_found_within_quiet_catch_up() {
 
 #[test]
 fn a_new_id_below_the_dedup_window_is_delivered_late_for_the_store_to_decide() {
-    let recent: Vec<Known> = (69..100)
-        .map(|s| Known::new(Seq(s), format!("m{s}"), Epoch(1)))
-        .collect();
-    let cp = Checkpoint {
-        seq: Seq(100),
-        ids: ["m100".into()].into_iter().collect(),
-        ..Checkpoint::default()
-    };
     let mut h = Harness::new(Config::default());
-    h.subscribe(
-        Subscription::live("c")
-            .from_checkpoint(cp)
-            .with_recent(recent),
-    );
+    h.subscribe(restored_at_100(Subscription::live("c")));
     h.open("c");
     h.stream("c", Message::new("new-at-10", 10, 1));
     let d = h.deliveries().last().expect("delivered, not dropped");
