@@ -41,8 +41,8 @@
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::catbird::Limits;
 use gapless_adapter::{
-    Closing, FetchCall, Io, Phase, Read as Next, Request, Session, SessionError, SharedCall,
-    SocketMessage, Step, Store, StreamCall, TokenProvider, TransportProblem, Update,
+    FetchCall, Io, Phase, Read as Next, Request, Session, SessionError, SharedCall, SocketMessage,
+    Step, Store, StreamCall, TokenProvider, TransportProblem, Update,
 };
 use std::collections::HashMap;
 use std::io::Read;
@@ -553,21 +553,6 @@ fn spawn_shared(io: IoContext, call: SharedCall) -> Result<StreamThread, SyncErr
     })
 }
 
-/// What a connection that did not open reports, after the wait the server asked for (cut
-/// short if the connection is closed meanwhile: then nothing is reported).
-fn hold(closing: Closing, cancel: &AtomicBool) -> Input {
-    if let Some(wait) = closing.wait {
-        let until = Instant::now() + wait;
-        while !cancel.load(Ordering::SeqCst) {
-            let Some(left) = until.checked_duration_since(Instant::now()) else {
-                break;
-            };
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
-    }
-    closing.input
-}
-
 /// Runs one connection of the shared stream (a ticket, the WebSocket) to its end, sending
 /// every input but the closing one, which it returns.
 fn shared(
@@ -578,9 +563,8 @@ fn shared(
     call: &SharedCall,
     send: &dyn Fn(Input),
 ) -> Input {
-    let hold = |closing: Closing| hold(closing, cancel);
     let Some(auth) = token(io, SharedCall::TICKET_NSID) else {
-        return hold(call.failed());
+        return call.failed();
     };
     let sent = agent
         .post(&io.options.url(&call.ticket_path()))
@@ -594,24 +578,24 @@ fn shared(
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "ticket request failed");
-            return hold(call.unreachable(Phase::Ticket, problem(&e)));
+            return call.unreachable(Phase::Ticket, problem(&e));
         }
     };
     let status = response.status().as_u16();
     let retry = retry_after(&response);
     let limit = gapless_adapter::catbird::realtime::ticket::MAX_TICKET_BODY;
     let Ok(bytes) = body(response, limit) else {
-        return hold(call.failed());
+        return call.failed();
     };
     let url = match call.ticket_answer(status, retry.as_deref(), &bytes, &io.options) {
         Ok(url) => url,
-        Err(closing) => return hold(closing),
+        Err(closing) => return closing,
     };
     let mut request = match url.into_client_request() {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "socket URL");
-            return hold(call.unreachable(Phase::Upgrade, TransportProblem::Other));
+            return call.unreachable(Phase::Upgrade, TransportProblem::Other);
         }
     };
     if let Ok(agent) = io.options.user_agent.parse() {
@@ -619,11 +603,11 @@ fn shared(
     }
     let tcp = match connect(&request, &io.options) {
         Ok(tcp) => tcp,
-        Err(problem) => return hold(call.unreachable(Phase::Upgrade, problem)),
+        Err(problem) => return call.unreachable(Phase::Upgrade, problem),
     };
     match (tcp.try_clone(), slot.lock()) {
         (Ok(clone), Ok(mut slot)) => *slot = Some(clone),
-        _ => return hold(call.unreachable(Phase::Upgrade, TransportProblem::Other)),
+        _ => return call.unreachable(Phase::Upgrade, TransportProblem::Other),
     }
     if cancel.load(Ordering::SeqCst) {
         return call.closed(None);
@@ -640,15 +624,15 @@ fn shared(
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok());
             let body = response.body().as_deref().unwrap_or_default();
-            return hold(call.refused(response.status().as_u16(), retry, body));
+            return call.refused(response.status().as_u16(), retry, body);
         }
         Err(HandshakeError::Failure(e)) => {
             tracing::debug!(error = %e, "WebSocket connect failed");
-            return hold(call.unreachable(Phase::Upgrade, ws_problem(&e)));
+            return call.unreachable(Phase::Upgrade, ws_problem(&e));
         }
         // The read timeout struck mid-handshake.
         Err(HandshakeError::Interrupted(_)) => {
-            return hold(call.unreachable(Phase::Upgrade, TransportProblem::Timeout))
+            return call.unreachable(Phase::Upgrade, TransportProblem::Timeout)
         }
     };
     // From now on a read gives up every SOCKET_POLL, to look at `cancel`.

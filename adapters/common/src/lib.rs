@@ -35,7 +35,7 @@ mod update;
 pub use io::{FetchCall, Io, StreamCall, StreamReader, TransportProblem, Wire};
 pub use options::{Api, Finished, Options};
 pub use session::{Request, Session, SessionError, Step};
-pub use socket::{Closing, Phase, Read, SharedCall, SharedReader, SocketMessage};
+pub use socket::{Phase, Read, SharedCall, SharedReader, SocketMessage};
 pub use store::{MemoryStore, Restored, Store, StoreError, Write};
 pub use token::{bearer, CommandToken, FixedToken, Token, TokenError, TokenProvider};
 pub use update::Update;

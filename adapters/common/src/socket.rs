@@ -8,7 +8,7 @@
 //!    a global ticket, every conversation of the account) and a bearer token asked for
 //!    [`SharedCall::TICKET_NSID`]. A ticket lives 30 s, so each connect asks for a new one.
 //!    [`SharedCall::ticket_answer`] reads the answer into the socket URL, or into the
-//!    [`Closing`] to report.
+//!    [`Input::SharedClosed`] to report.
 //! 2. The upgrade at that URL, with no `Authorization` header (the ticket is in the query).
 //!    A refusal is a plain HTTP answer ([`SharedCall::refused`]); success is
 //!    [`SharedCall::opened`].
@@ -47,26 +47,6 @@ pub struct SharedCall {
     pub convos: Vec<ConvoId>,
     /// What the ticket asks for: [`TicketScope::Global`].
     pub scope: TicketScope,
-}
-
-/// The input that ends a connection that did not open, and how long the driver should
-/// hold it before reporting it: the server's `Retry-After` (a 429 past the account's five
-/// sockets, or a rate limit on the ticket). Holding the report keeps the machine from
-/// reconnecting sooner (its own backoff starts when it hears of the close); if the machine
-/// gives up on the connection first (`idle_timeout`, or a conversation joining), it closes
-/// it and the held report is dropped with the connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Closing {
-    /// [`Input::SharedClosed`], for the machine.
-    pub input: Input,
-    /// Wait this long before sending it.
-    pub wait: Option<Duration>,
-}
-
-impl Closing {
-    fn now(input: Input) -> Closing {
-        Closing { input, wait: None }
-    }
 }
 
 /// Where a connection attempt failed, for the words of its warning.
@@ -134,7 +114,7 @@ impl SharedCall {
         retry_after: Option<&str>,
         body: &[u8],
         options: &Options,
-    ) -> Result<String, Closing> {
+    ) -> Result<String, Input> {
         if !(200..300).contains(&status) {
             return Err(self.refusal(Phase::Ticket, status, retry_after, body));
         }
@@ -172,17 +152,11 @@ impl SharedCall {
 
     /// The upgrade was refused with a plain HTTP answer (401 for a ticket it does not
     /// take, 429 past the account's five sockets, …).
-    pub fn refused(&self, status: u16, retry_after: Option<&str>, body: &[u8]) -> Closing {
+    pub fn refused(&self, status: u16, retry_after: Option<&str>, body: &[u8]) -> Input {
         self.refusal(Phase::Upgrade, status, retry_after, body)
     }
 
-    fn refusal(
-        &self,
-        phase: Phase,
-        status: u16,
-        retry_after: Option<&str>,
-        body: &[u8],
-    ) -> Closing {
+    fn refusal(&self, phase: Phase, status: u16, retry_after: Option<&str>, body: &[u8]) -> Input {
         let refusal = Refusal::parse(status, retry_after, body, &self.scope, false);
         let wait = refusal.retry_after.filter(|w| !w.is_zero());
         let (said, next) = (Said(&refusal.answer), next(&refusal.error, wait));
@@ -196,27 +170,26 @@ impl SharedCall {
             target: TARGET, call = "socket", result = "refused", status, answer = %said,
             next = %next, "the server refused {phase}: {said}{hint}; {next}"
         );
-        Closing {
-            input: self.closed(Some(refusal.error)),
-            wait,
-        }
+        // The machine waits out the server's `Retry-After` itself: a 429 is
+        // `StreamError::RateLimited`, which pauses every stream open of the account.
+        self.closed(Some(refusal.error))
     }
 
     /// No answer at all (see [`TransportProblem::of`]): transient.
-    pub fn unreachable(&self, phase: Phase, problem: TransportProblem) -> Closing {
+    pub fn unreachable(&self, phase: Phase, problem: TransportProblem) -> Input {
         let next = "will retry";
         tracing::warn!(
             target: TARGET, call = "socket", result = "unreachable", problem = %problem, next,
             "cannot reach the server for {phase} ({problem}); {next}"
         );
-        Closing::now(self.closed(Some(StreamError::Transient)))
+        self.closed(Some(StreamError::Transient))
     }
 
     /// The request was not sent (no token: the provider's failure is logged) or its
     /// answer broke off: transient.
-    pub fn failed(&self) -> Closing {
+    pub fn failed(&self) -> Input {
         tracing::debug!(target: TARGET, call = "socket", result = "no answer", "no answer");
-        Closing::now(self.closed(Some(StreamError::Transient)))
+        self.closed(Some(StreamError::Transient))
     }
 
     /// The connection ended: EOF or a close (the real server never sends a close frame;
@@ -234,8 +207,8 @@ impl SharedCall {
         self.closed(Some(StreamError::Transient))
     }
 
-    fn closing(&self, error: StreamError) -> Closing {
-        Closing::now(self.closed(Some(error)))
+    fn closing(&self, error: StreamError) -> Input {
+        self.closed(Some(error))
     }
 
     /// [`Input::SharedClosed`] for this connection.
@@ -363,8 +336,8 @@ mod tests {
         SharedCall::new(StreamId(3), vec!["c0".into(), "c1".into()])
     }
 
-    fn error(closing: &Closing) -> Option<StreamError> {
-        match &closing.input {
+    fn error(closing: &Input) -> Option<StreamError> {
+        match closing {
             Input::SharedClosed { stream, error } => {
                 assert_eq!(*stream, StreamId(3));
                 error.clone()
@@ -405,7 +378,6 @@ mod tests {
         // An answer that is not a ticket: transient, at once.
         let bad = call.ticket_answer(200, None, b"{}", &options).unwrap_err();
         assert_eq!(error(&bad), Some(StreamError::Transient));
-        assert_eq!(bad.wait, None);
     }
 
     #[test]
@@ -429,7 +401,6 @@ mod tests {
                 retry_after: Some(Duration::from_secs(7))
             })
         );
-        assert_eq!(r.wait, Some(Duration::from_secs(7)));
         assert_eq!(
             error(&call.refused(401, None, b"")),
             Some(StreamError::Unauthorized)

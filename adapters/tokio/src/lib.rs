@@ -15,7 +15,7 @@
 //! to the configured server's `subscribeEvents` (or the ticket's `endpoint` with
 //! [`Options::follow_ticket_endpoint`]), and reads frames until the server drops the
 //! connection (it never sends a close frame). Pings are answered by tungstenite and count
-//! as keepalives; a `Retry-After` on a refusal holds the report of the close that long.
+//! as keepalives; a refusal's `Retry-After` travels in `StreamError::RateLimited` (the machine waits it out).
 //!
 //! The store's [`commit`](gapless_adapter::Store::commit) runs on the owner task: a batch
 //! (one page, or the few messages one stream event releases) is a single SQLite transaction
@@ -52,8 +52,8 @@
 use futures_util::StreamExt;
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::{
-    Closing, FetchCall, Io, Phase, Read, Request, Session, SessionError, SharedCall, SocketMessage,
-    Step, Store, StreamCall, TokenProvider, TransportProblem, Update,
+    FetchCall, Io, Phase, Read, Request, Session, SessionError, SharedCall, SocketMessage, Step,
+    Store, StreamCall, TokenProvider, TransportProblem, Update,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -409,20 +409,11 @@ async fn shared_task(io: IoContext, call: SharedCall) {
     let _ = io.tx.send(input).await;
 }
 
-/// What a connection that did not open reports, after the wait the server asked for (the
-/// task is aborted if the machine closes the connection meanwhile).
-async fn hold(closing: Closing) -> Input {
-    if let Some(wait) = closing.wait {
-        tokio::time::sleep(wait).await;
-    }
-    closing.input
-}
-
 /// Runs one connection of the shared stream (a ticket, the WebSocket) to its end; returns
 /// the closing input.
 async fn shared(io: &IoContext, call: &SharedCall) -> Input {
     let Some(auth) = token(io, SharedCall::TICKET_NSID).await else {
-        return hold(call.failed()).await;
+        return call.failed();
     };
     let sent = io
         .http
@@ -438,24 +429,24 @@ async fn shared(io: &IoContext, call: &SharedCall) -> Input {
         Err(e) => {
             let problem = problem(&e);
             tracing::debug!(error = %without_url(e), "ticket request failed");
-            return hold(call.unreachable(Phase::Ticket, problem)).await;
+            return call.unreachable(Phase::Ticket, problem);
         }
     };
     let status = response.status().as_u16();
     let retry = retry_after(&response);
     let limit = gapless_adapter::catbird::realtime::ticket::MAX_TICKET_BODY;
     let Ok(bytes) = body(response, limit).await else {
-        return hold(call.failed()).await;
+        return call.failed();
     };
     let url = match call.ticket_answer(status, retry.as_deref(), &bytes, &io.options) {
         Ok(url) => url,
-        Err(closing) => return hold(closing).await,
+        Err(closing) => return closing,
     };
     let mut request = match url.into_client_request() {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "socket URL");
-            return hold(call.unreachable(Phase::Upgrade, TransportProblem::Other)).await;
+            return call.unreachable(Phase::Upgrade, TransportProblem::Other);
         }
     };
     if let Ok(agent) = io.options.user_agent.parse() {
@@ -475,14 +466,14 @@ async fn shared(io: &IoContext, call: &SharedCall) -> Input {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok());
             let body = response.body().as_deref().unwrap_or_default();
-            return hold(call.refused(response.status().as_u16(), retry, body)).await;
+            return call.refused(response.status().as_u16(), retry, body);
         }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "WebSocket connect failed");
             let problem = ws_problem(&e);
-            return hold(call.unreachable(Phase::Upgrade, problem)).await;
+            return call.unreachable(Phase::Upgrade, problem);
         }
-        Err(_) => return hold(call.unreachable(Phase::Upgrade, TransportProblem::Timeout)).await,
+        Err(_) => return call.unreachable(Phase::Upgrade, TransportProblem::Timeout),
     };
     if io.tx.send(call.opened()).await.is_err() {
         return call.closed(None);
