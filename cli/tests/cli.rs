@@ -37,6 +37,34 @@ fn mint_script(dir: &std::path::Path, log: Option<&std::path::Path>) -> std::pat
     script
 }
 
+/// `gapless inspect --json`: the whole answer, and every stored message as (conversation,
+/// seq, id), sorted like `DevServer::log`.
+#[cfg(unix)]
+fn inspect_json(db: &std::path::Path) -> (serde_json::Value, Vec<(String, u64, String)>) {
+    let out = gapless()
+        .args(["inspect", "--json", "--db"])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut stored: Vec<(String, u64, String)> = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let text = |k: &str| m[k].as_str().unwrap().to_string();
+            (text("convo"), m["seq"].as_u64().unwrap(), text("id"))
+        })
+        .collect();
+    stored.sort();
+    (json, stored)
+}
+
 #[cfg(unix)]
 #[test]
 fn sync_with_a_token_command_then_inspect_json_matches_the_server() {
@@ -67,26 +95,7 @@ fn sync_with_a_token_command_then_inspect_json_matches_the_server() {
             && !String::from_utf8_lossy(&out.stderr).contains("dev-secret")
     );
 
-    let out = gapless()
-        .args(["inspect", "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut stored: Vec<(String, u64, String)> = json["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["convo"].as_str().unwrap().to_string(),
-                m["seq"].as_u64().unwrap(),
-                m["id"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    stored.sort();
+    let (json, stored) = inspect_json(&db);
     assert_eq!(stored, server.log());
     assert_eq!(json["conversations"].as_array().unwrap().len(), 2);
 
@@ -146,25 +155,7 @@ fn sync_over_mlschat_with_either_driver_matches_the_server() {
     }
     let stdout = sync(&["--blocking"]);
     assert!(stdout.contains("10 new message(s)"), "{stdout}");
-    let out = gapless()
-        .args(["inspect", "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut stored: Vec<(String, u64, String)> = json["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["convo"].as_str().unwrap().to_string(),
-                m["seq"].as_u64().unwrap(),
-                m["id"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    stored.sort();
+    let (_, stored) = inspect_json(&db);
     assert_eq!(stored, server.log());
     let asked = std::fs::read_to_string(&asked).unwrap();
     let mut methods: Vec<&str> = asked.lines().collect();
