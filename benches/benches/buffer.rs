@@ -55,19 +55,10 @@ fn buffer(c: &mut Criterion) {
                     || {
                         let (_, convo, stream) = machine_with_one_stream();
                         let lost: Vec<_> = lost.iter().map(|&s| message(s, payload)).collect();
-                        (
-                            stream_inputs(&convo, stream, &order, payload),
-                            lost,
-                            SeedBuffer::default(),
-                        )
+                        (stream_inputs(&convo, stream, &order, payload), lost)
                     },
-                    |(inputs, lost, mut buffer)| {
-                        black_box(run_seed(
-                            &mut buffer,
-                            "22653740d27a6e9a7293ebcf1e73ef12",
-                            inputs,
-                            lost,
-                        ))
+                    |(inputs, lost)| {
+                        black_box(run_seed("22653740d27a6e9a7293ebcf1e73ef12", inputs, lost))
                     },
                     BatchSize::LargeInput,
                 )

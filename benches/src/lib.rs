@@ -86,9 +86,9 @@ pub fn arrivals(workload: Workload, n: u64) -> (Vec<u64>, Vec<u64>) {
         Workload::Reordered => {
             for i in 0..order.len() {
                 if rng.below(10) == 0 {
+                    // Moved later by up to 32 places (a rotation: O(32), not O(n)).
                     let j = (i + 1 + rng.below(32) as usize).min(order.len() - 1);
-                    let m = order.remove(i);
-                    order.insert(j, m);
+                    order[i..=j].rotate_left(1);
                 }
             }
         }
@@ -237,21 +237,30 @@ pub fn run_floor(inputs: Vec<Input>, out: &mut VecDeque<Input>) -> usize {
     n
 }
 
-/// Baseline (b): the seed client's buffer.
+/// Baseline (b): the seed client's buffer, plain: a map from conversation id to the next
+/// seq and a `BTreeMap` of buffered messages keyed by seq — nothing else per message (no
+/// allocation, no dedup, no checkpoint).
 #[derive(Default)]
 pub struct SeedBuffer {
-    buffers: HashMap<String, BTreeMap<u64, Message>>,
-    next: HashMap<String, u64>,
+    convos: HashMap<String, (u64, BTreeMap<u64, Message>)>,
     /// Delivered, in order.
     pub out: VecDeque<Message>,
 }
 
 impl SeedBuffer {
+    /// A buffer that follows `convo` (arrivals for other conversations are dropped).
+    pub fn following(convo: &str) -> SeedBuffer {
+        let mut b = SeedBuffer::default();
+        b.convos.insert(convo.to_string(), (1, BTreeMap::new()));
+        b
+    }
+
     /// One arrival: deliver it if it is next and then whatever the buffer now releases,
     /// drop it if it is old, buffer it otherwise.
     pub fn arrive(&mut self, convo: &str, m: Message) {
-        let next = self.next.entry(convo.to_string()).or_insert(1);
-        let buffer = self.buffers.entry(convo.to_string()).or_default();
+        let Some((next, buffer)) = self.convos.get_mut(convo) else {
+            return;
+        };
         if m.seq.0 < *next {
             return;
         }
@@ -271,14 +280,10 @@ impl SeedBuffer {
     }
 }
 
-/// Feeds a workload to the seed-style buffer; lost messages arrive 500 messages late, as a
-/// page would bring them. Returns how many were delivered.
-pub fn run_seed(
-    buffer: &mut SeedBuffer,
-    convo: &str,
-    inputs: Vec<Input>,
-    lost: Vec<Message>,
-) -> usize {
+/// Feeds a workload to the seed-style buffer (following `convo`); lost messages arrive 500
+/// messages late, as a page would bring them. Returns how many were delivered.
+pub fn run_seed(convo: &str, inputs: Vec<Input>, lost: Vec<Message>) -> usize {
+    let buffer = &mut SeedBuffer::following(convo);
     let mut lost = lost.into_iter();
     let mut delivered = 0;
     for (i, input) in inputs.into_iter().enumerate() {
@@ -352,6 +357,74 @@ pub fn drain_answering(m: &mut SyncMachine, t: Time) {
         for request in pages.drain(..) {
             m.handle(t, Input::FetchPage(Page::new(request, vec![])))
                 .expect("page");
+        }
+    }
+}
+
+// ---- the hot path as issue 14 measures it ------------------------------------------------
+
+/// Feeds prebuilt inputs to the machine in batches — `batch` inputs handled, then every
+/// command drained and dropped — with `now` fixed, so that no timer fires. Returns how many
+/// messages were delivered.
+pub fn run_hot(m: &mut SyncMachine, inputs: Vec<Input>, batch: usize) -> usize {
+    let now = Time::ZERO;
+    let mut delivered = 0;
+    let mut inputs = inputs.into_iter();
+    loop {
+        let mut handled = 0;
+        for input in inputs.by_ref().take(batch) {
+            m.handle(now, input).expect("input");
+            handled += 1;
+        }
+        while let Some(c) = m.poll_command() {
+            delivered += usize::from(matches!(c, Command::Deliver(_)));
+        }
+        if handled < batch {
+            return delivered;
+        }
+    }
+}
+
+/// [`run_hot`] for the plain seed-style buffer: the same batches, the same drain.
+pub fn run_hot_seed(convo: &str, inputs: Vec<Input>, batch: usize) -> usize {
+    let mut buffer = SeedBuffer::following(convo);
+    let mut delivered = 0;
+    let mut inputs = inputs.into_iter();
+    loop {
+        let mut handled = 0;
+        for input in inputs.by_ref().take(batch) {
+            if let Input::StreamEvent {
+                convo,
+                event: StreamEvent::Message { message, .. },
+                ..
+            } = input
+            {
+                buffer.arrive(convo.as_str(), message);
+            }
+            handled += 1;
+        }
+        delivered += buffer.out.len();
+        buffer.out.drain(..).for_each(drop);
+        if handled < batch {
+            return delivered;
+        }
+    }
+}
+
+/// [`run_hot`] for the floor: the same batches moved to an output queue and dropped.
+pub fn run_hot_floor(inputs: Vec<Input>, batch: usize, out: &mut VecDeque<Input>) -> usize {
+    let mut moved = 0;
+    let mut inputs = inputs.into_iter();
+    loop {
+        let mut handled = 0;
+        for input in inputs.by_ref().take(batch) {
+            out.push_back(input);
+            handled += 1;
+        }
+        moved += out.len();
+        out.drain(..).for_each(drop);
+        if handled < batch {
+            return moved;
         }
     }
 }

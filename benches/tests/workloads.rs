@@ -16,12 +16,35 @@ fn every_workload_delivers_every_message() {
 
         let inputs = stream_inputs(&convo, stream, &order, 16);
         let lost: Vec<_> = lost.iter().map(|&s| message(s, 16)).collect();
-        let mut seed = SeedBuffer::default();
         assert_eq!(
-            run_seed(&mut seed, &convo.to_string(), inputs, lost),
+            run_seed(convo.as_str(), inputs, lost),
             10_000,
             "seed {}",
             workload.name()
         );
+    }
+}
+
+#[test]
+fn the_hot_path_workloads_deliver_every_message() {
+    for workload in [Workload::InOrder, Workload::Reordered] {
+        let (order, _) = arrivals(workload, 10_000);
+        for batch in [1, 256] {
+            let (mut m, convo, stream) = machine_with_one_stream();
+            let inputs = stream_inputs(&convo, stream, &order, 256);
+            assert_eq!(
+                run_hot(&mut m, inputs, batch),
+                10_000,
+                "{}",
+                workload.name()
+            );
+            assert_eq!(position(&m, &convo).0, 10_000);
+
+            let inputs = stream_inputs(&convo, stream, &order, 256);
+            assert_eq!(run_hot_seed(convo.as_str(), inputs, batch), 10_000);
+            let inputs = stream_inputs(&convo, stream, &order, 256);
+            let mut out = std::collections::VecDeque::new();
+            assert_eq!(run_hot_floor(inputs, batch, &mut out), 10_000);
+        }
     }
 }
