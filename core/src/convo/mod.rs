@@ -9,12 +9,13 @@
 
 mod order;
 mod pages;
+mod window;
 
 use crate::budget::{Buckets, Kind};
 use crate::buffer::Buffer;
 use crate::rng::Rng;
 use crate::{
-    Anomaly, Checkpoint, Command, Config, ConvoId, Known, MessageId, Permanent, RequestId, Seq,
+    Anomaly, Checkpoint, Command, Config, ConvoId, MessageId, Permanent, RequestId, Seq,
     StreamError, StreamEvent, StreamId, Subscription, Time, SLOW_CONSUMER,
 };
 use smallvec::SmallVec;
@@ -232,8 +233,9 @@ struct Unreached {
 /// so that an idle conversation stays small.
 #[derive(Debug, Default)]
 struct Active {
-    /// Ids delivered below the checkpoint's seq, oldest first, at most `dedup_window`.
-    recent: VecDeque<Known>,
+    /// Ids delivered below the checkpoint's seq, oldest first, at most `dedup_window`
+    /// (more while a recheck is pending), and the last ones delivered late below them.
+    recent: window::Window,
     buffer: Buffer,
     /// When the current gap opened (the buffer went from empty to not empty).
     gap_since: Option<Time>,
@@ -243,9 +245,6 @@ struct Active {
     overflowed: bool,
     /// The last ephemeral ids delivered.
     ephemeral: VecDeque<MessageId>,
-    /// The last ids delivered late below the window (and where), so that a server
-    /// repeating one at another seq is caught here as well as by the store.
-    late: VecDeque<(MessageId, Seq)>,
     /// Ranges declared unreachable that are still asked for.
     unreachable: SmallVec<[Unreached; 1]>,
 }
@@ -297,9 +296,9 @@ impl Convo {
                 Some(dropped) => dropped.next(),
                 None => recent[0].seq,
             };
-            let kept: VecDeque<_> = recent.drain(cut..).filter(|k| k.seq >= floor).collect();
+            let kept = recent.drain(cut..).filter(|k| k.seq >= floor);
             active = Some(Box::new(Active {
-                recent: kept,
+                recent: window::Window::from_known(kept),
                 ..Active::default()
             }));
         }

@@ -7,6 +7,7 @@
 //! keeps every id, decides). An id is delivered at most once: one that comes back at another
 //! seq is reported, not delivered again.
 
+use super::window::fingerprint;
 use super::{Convo, Ctx, Unreached, EPHEMERAL_WINDOW, MAX_UNREACHABLE, RECHECK_WINDOW_FACTOR};
 use crate::buffer::Insert;
 use crate::{Anomaly, Command, Config, Delivery, Known, Message, MessageId, Order, Seq};
@@ -18,8 +19,7 @@ impl Convo {
             return Some(self.cp.seq);
         }
         let a = self.active.as_ref()?;
-        let recent = a.recent.iter().rev().find(|k| &k.id == id).map(|k| k.seq);
-        recent.or_else(|| a.late.iter().find(|(l, _)| l == id).map(|(_, s)| *s))
+        a.recent.find(id, fingerprint(id))
     }
 
     /// Drops a message whose id was delivered already; reports it if at another seq.
@@ -138,9 +138,7 @@ impl Convo {
         if seq == self.cp.seq {
             return !self.cp.ids.is_empty();
         }
-        self.active
-            .as_ref()
-            .is_some_and(|a| a.recent.iter().any(|k| k.seq == seq))
+        self.active.as_ref().is_some_and(|a| a.recent.has_seq(seq))
     }
 
     pub(super) fn deliver(&mut self, cx: &mut Ctx, message: Message, order: Order) {
@@ -169,11 +167,9 @@ impl Convo {
                     let known = Known::new(message.seq, message.id.clone(), message.epoch);
                     self.remember(cx.config, std::iter::once(known));
                 } else {
-                    let late = &mut self.active_mut().late;
-                    if late.len() >= EPHEMERAL_WINDOW {
-                        late.pop_front();
-                    }
-                    late.push_back((message.id.clone(), message.seq));
+                    let fp = fingerprint(&message.id);
+                    let id = message.id.clone();
+                    self.active_mut().recent.insert_late(id, fp, message.seq);
                 }
                 if order == Order::Late {
                     self.found_unreachable(message.seq);
@@ -220,17 +216,17 @@ impl Convo {
         let recent = &mut self.active_mut().recent;
         for k in ids {
             // Kept in seq order: a late message below the newest goes in its place.
-            let at = recent.partition_point(|r| r.seq <= k.seq);
-            recent.insert(at, k);
+            let fp = fingerprint(&k.id);
+            recent.insert(k, fp);
         }
         while recent.len() > window {
-            let Some(oldest) = recent.front().map(|k| k.seq) else {
+            let Some(oldest) = recent.oldest() else {
                 break;
             };
             if recent.len() <= cap && keep_from.is_some_and(|r| oldest >= r) {
                 break;
             }
-            recent.pop_front();
+            recent.pop_oldest();
             floor = floor.max(oldest.next());
         }
         self.floor = floor;
