@@ -222,8 +222,12 @@ impl SyncMachine {
                 event,
             } => {
                 let key = self.key(&convo)?;
-                self.with(key, |c, cx| c.stream_event(cx, stream, event));
-                self.after(key);
+                let simple = self.with(key, |c, cx| c.stream_event(cx, stream, event));
+                if simple == Some(true) {
+                    self.debug_assert_settled(key);
+                } else {
+                    self.after(key);
+                }
             }
             Input::StreamClosed {
                 convo,
@@ -265,14 +269,20 @@ impl SyncMachine {
                     // A conversation of the account that is not subscribed: not ours.
                     Some(convo) => {
                         if let Ok(key) = self.key(&convo) {
-                            self.with(key, |c, cx| c.shared_event(cx, event));
-                            self.after(key);
+                            let simple = self.with(key, |c, cx| c.shared_event(cx, event));
+                            if simple == Some(true) {
+                                self.debug_assert_settled(key);
+                            } else {
+                                self.after(key);
+                            }
                         }
                     }
                     None => {
                         if matches!(&event, StreamEvent::Info { .. }) {
                             // About the connection, so about every conversation on it.
-                            self.for_members(|c, cx| c.shared_event(cx, event.clone()));
+                            self.for_members(|c, cx| {
+                                c.shared_event(cx, event.clone());
+                            });
                         }
                     }
                 }
@@ -537,6 +547,36 @@ impl SyncMachine {
                 convo: convo.id.clone(),
                 status,
             });
+        }
+    }
+
+    /// The hot path skips `after` for an input that only moved a conversation along; in
+    /// debug builds (every test) check that `after` would indeed have had nothing to do.
+    fn debug_assert_settled(&self, key: Key) {
+        if cfg!(debug_assertions) {
+            let Some(c) = self.slots[key.slot as usize].convo.as_ref() else {
+                return;
+            };
+            let f = &c.fetch;
+            assert!(c.doomed.is_none(), "{}: doomed on the hot path", c.id);
+            assert!(
+                !(f.want && f.state == FetchState::Idle && f.retry_at.is_none()),
+                "{}: a fetch wanted on the hot path",
+                c.id
+            );
+            if let Some(at) = c.next_deadline(&self.config) {
+                assert!(
+                    c.scheduled.is_some_and(|s| s <= at),
+                    "{}: deadline {at} not scheduled (scheduled {:?})",
+                    c.id,
+                    c.scheduled
+                );
+            }
+            assert!(
+                c.told.is_some_and(|t| t.same_kind(&c.status())),
+                "{}: status changed on the hot path",
+                c.id
+            );
         }
     }
 

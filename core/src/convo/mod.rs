@@ -619,20 +619,31 @@ impl Convo {
         }
     }
 
-    pub(crate) fn stream_event(&mut self, cx: &mut Ctx, stream: StreamId, event: StreamEvent) {
+    /// Takes an event of the conversation's own stream. Returns whether it only moved the
+    /// conversation along (see [`Convo::take_event`]).
+    pub(crate) fn stream_event(
+        &mut self,
+        cx: &mut Ctx,
+        stream: StreamId,
+        event: StreamEvent,
+    ) -> bool {
         if self.current_stream() != Some(stream) {
-            return;
+            return true;
         }
-        if matches!(self.stream, Stream::Opening { .. }) {
-            self.stream_opened(cx, stream);
-        }
-        if let Stream::Open { last_activity, .. } = &mut self.stream {
-            *last_activity = cx.now;
-        }
+        let open = match &mut self.stream {
+            Stream::Open { last_activity, .. } => {
+                *last_activity = cx.now;
+                true
+            }
+            _ => {
+                self.stream_opened(cx, stream);
+                false
+            }
+        };
         if let Some(cursor) = event.cursor() {
             self.cp.cursor = Some(cursor.clone());
         }
-        self.take_event(cx, event);
+        self.take_event(cx, event) && open
     }
 
     /// The shared stream covering this conversation connected: catch up on what the
@@ -656,21 +667,34 @@ impl Convo {
 
     /// An event about this conversation came over the shared stream. Its cursor is not
     /// kept: the shared stream never resumes from one.
-    pub(crate) fn shared_event(&mut self, cx: &mut Ctx, event: StreamEvent) {
+    /// Returns whether it only moved the conversation along (see [`Convo::take_event`]).
+    pub(crate) fn shared_event(&mut self, cx: &mut Ctx, event: StreamEvent) -> bool {
         if matches!(self.stream, Stream::Shared { open: true }) {
-            self.take_event(cx, event);
+            return self.take_event(cx, event);
         }
+        true
     }
 
-    fn take_event(&mut self, cx: &mut Ctx, event: StreamEvent) {
+    /// Takes a stream event. Returns `true` when it only moved the conversation along: a
+    /// message at the next seq with no gap open, while a quiet catch-up was pending anyway.
+    /// Then no deadline moved earlier, no fetch is wanted that was not, and the status kept
+    /// its kind, so the machine need not look at the conversation again (the hot path).
+    fn take_event(&mut self, cx: &mut Ctx, event: StreamEvent) -> bool {
         match event {
             StreamEvent::Message { message, .. } => {
+                let quiet_pending =
+                    self.quiet_since.is_some() || cx.config.quiet_catch_up.is_none();
+                let simple = quiet_pending
+                    && message.seq == self.cp.seq.next()
+                    && !message.is_ephemeral()
+                    && !self.gap_open();
                 if !message.is_ephemeral() {
                     self.quiet_since = Some(cx.now);
                 }
                 self.offer_streamed(cx, message);
+                return simple;
             }
-            StreamEvent::Keepalive => {}
+            StreamEvent::Keepalive => return true,
             event => {
                 if matches!(&event, StreamEvent::Info { info, .. } if info == SLOW_CONSUMER) {
                     // The server dropped events for us.
@@ -682,6 +706,7 @@ impl Convo {
                 });
             }
         }
+        false
     }
 
     pub(crate) fn stream_closed(
