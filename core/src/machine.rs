@@ -63,6 +63,8 @@ pub struct SyncMachine {
     stats: Stats,
     /// The one stream of every live conversation, with `Config::shared_stream`.
     shared: Shared,
+    /// The slot the last input's conversation was found in (see `key`).
+    last_slot: u32,
 }
 
 /// Counters, for metrics and for tests that count work instead of timing it.
@@ -112,6 +114,7 @@ impl SyncMachine {
             commands: VecDeque::new(),
             stats: Stats::default(),
             shared: Shared::new(),
+            last_slot: 0,
         })
     }
 
@@ -409,11 +412,24 @@ impl SyncMachine {
 
     // ---- internals ----------------------------------------------------------------
 
-    fn key(&self, convo: &ConvoId) -> Result<Key, InputError> {
+    fn key(&mut self, convo: &ConvoId) -> Result<Key, InputError> {
+        // Inputs of one conversation often come in runs, and a driver that hands back the
+        // `ConvoId` of the machine's own commands passes a clone of one value: a pointer
+        // comparison finds its slot without hashing the id.
+        let last = self.last_slot as usize;
+        if let Some(slot) = self.slots.get(last) {
+            if slot.convo.as_ref().is_some_and(|c| c.id.same(convo)) {
+                return Ok(Key {
+                    slot: last as u32,
+                    gen: slot.gen,
+                });
+            }
+        }
         let slot = *self
             .index
             .get(convo)
             .ok_or_else(|| InputError::UnknownConvo(convo.clone()))?;
+        self.last_slot = slot;
         Ok(Key {
             slot,
             gen: self.slots[slot as usize].gen,

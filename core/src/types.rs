@@ -69,6 +69,12 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+            /// Whether both are clones of one value (a pointer comparison: equal values
+            /// made apart are not `same`).
+            #[allow(dead_code)]
+            pub(crate) fn same(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
         }
         impl From<&str> for $name {
             fn from(s: &str) -> Self {

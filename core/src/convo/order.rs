@@ -235,6 +235,13 @@ impl Convo {
     /// Delivers buffered messages that are now in order, and those that were waiting at a
     /// seq that has just been delivered for another id.
     pub(super) fn release(&mut self, cx: &mut Ctx) {
+        let quiet = |a: &super::Active| {
+            a.buffer.is_empty() && a.hole.is_empty() && !a.overflowed && a.gap_since.is_none()
+        };
+        if self.active.as_deref().is_none_or(quiet) {
+            // No gap: nothing to release or to settle (the common case, in order).
+            return;
+        }
         let mut drained = false;
         while let Some(active) = self.active.as_mut() {
             let Some(msgs) = active.buffer.pop_first_up_to(self.cp.seq.next()) else {
