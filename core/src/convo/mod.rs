@@ -269,6 +269,9 @@ pub(crate) struct Convo {
     pub(crate) told: Option<crate::Status>,
     /// Why the stream last failed, while it waits to reopen.
     stream_trouble: Option<crate::Trouble>,
+    /// The fingerprint of the checkpoint's id when it holds one delivered in order (so the
+    /// window need not compute it again when the checkpoint moves on).
+    cp_fp: Option<u64>,
     active: Option<Box<Active>>,
 }
 
@@ -349,6 +352,7 @@ impl Convo {
             doomed: None,
             told: None,
             stream_trouble: None,
+            cp_fp: None,
             active,
         };
         if !live || config.shared_stream {

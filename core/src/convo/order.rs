@@ -14,18 +14,18 @@ use crate::{Anomaly, Command, Config, Delivery, Known, Message, MessageId, Order
 
 impl Convo {
     /// Where `id` was delivered, if the machine still remembers it.
-    fn delivered_at(&self, id: &MessageId) -> Option<Seq> {
+    fn delivered_at(&self, id: &MessageId, fp: u64) -> Option<Seq> {
         if self.cp.ids.contains(id) {
             return Some(self.cp.seq);
         }
         let a = self.active.as_ref()?;
-        a.recent.find(id, fingerprint(id))
+        a.recent.find(id, fp)
     }
 
     /// Drops a message whose id was delivered already; reports it if at another seq.
     /// Returns whether it was dropped.
-    fn drop_known(&mut self, cx: &mut Ctx, message: &Message) -> bool {
-        let Some(at) = self.delivered_at(&message.id) else {
+    fn drop_known(&mut self, cx: &mut Ctx, message: &Message, fp: u64) -> bool {
+        let Some(at) = self.delivered_at(&message.id, fp) else {
             return false;
         };
         if at != message.seq {
@@ -57,10 +57,11 @@ impl Convo {
             return self.offer_ephemeral(cx, message);
         }
         if message.seq == self.cp.seq.next() {
-            if self.drop_known(cx, &message) {
+            let fp = fingerprint(&message.id);
+            if self.drop_known(cx, &message, fp) {
                 return false;
             }
-            self.deliver(cx, message, Order::InOrder);
+            self.deliver_in_order(cx, message, fp);
             self.release(cx);
             return true;
         }
@@ -85,12 +86,13 @@ impl Convo {
         if message.is_ephemeral() {
             return self.offer_ephemeral(cx, message);
         }
-        if self.drop_known(cx, &message) {
+        let fp = fingerprint(&message.id);
+        if self.drop_known(cx, &message, fp) {
             return false;
         }
         let next = self.cp.seq.next();
         if message.seq == next {
-            self.deliver(cx, message, Order::InOrder);
+            self.deliver_in_order(cx, message, fp);
             return true;
         }
         if message.seq < next {
@@ -141,7 +143,18 @@ impl Convo {
         self.active.as_ref().is_some_and(|a| a.recent.has_seq(seq))
     }
 
-    pub(super) fn deliver(&mut self, cx: &mut Ctx, message: Message, order: Order) {
+    /// Delivers the message at the next seq, whose id's fingerprint is `fp`.
+    fn deliver_in_order(&mut self, cx: &mut Ctx, message: Message, fp: u64) {
+        self.deliver(cx, message, Order::InOrder);
+        // The checkpoint holds this one id now: remember its fingerprint for the window.
+        self.cp_fp = Some(fp);
+    }
+
+    fn deliver(&mut self, cx: &mut Ctx, message: Message, order: Order) {
+        if message.seq == self.cp.seq && order != Order::Ephemeral {
+            // Another id at the checkpoint's seq.
+            self.cp_fp = None;
+        }
         match order {
             Order::InOrder => {
                 if let Some(prev) = self.cp.epoch {
@@ -165,7 +178,8 @@ impl Convo {
                     self.cp.epoch = self.cp.epoch.max(Some(message.epoch));
                 } else if message.seq >= self.floor {
                     let known = Known::new(message.seq, message.id.clone(), message.epoch);
-                    self.remember(cx.config, std::iter::once(known));
+                    let fp = fingerprint(&known.id);
+                    self.remember(cx.config, std::iter::once((known, fp)));
                 } else {
                     let fp = fingerprint(&message.id);
                     let id = message.id.clone();
@@ -189,9 +203,16 @@ impl Convo {
     pub(super) fn advance_to(&mut self, config: &Config, seq: Seq) {
         let old = self.cp.seq;
         let ids = std::mem::take(&mut self.cp.ids);
+        let cached = std::mem::take(&mut self.cp_fp).filter(|_| ids.len() == 1);
         if old > Seq::ZERO {
             let epoch = self.cp.epoch.unwrap_or_default();
-            self.remember(config, ids.into_iter().map(|id| Known::new(old, id, epoch)));
+            self.remember(
+                config,
+                ids.into_iter().map(|id| {
+                    let fp = cached.unwrap_or_else(|| fingerprint(&id));
+                    (Known::new(old, id, epoch), fp)
+                }),
+            );
         }
         self.cp.seq = seq;
         if config.dedup_window == 0 {
@@ -199,7 +220,7 @@ impl Convo {
         }
     }
 
-    fn remember(&mut self, config: &Config, ids: impl Iterator<Item = Known>) {
+    fn remember(&mut self, config: &Config, ids: impl Iterator<Item = (Known, u64)>) {
         if config.dedup_window == 0 {
             return;
         }
@@ -214,9 +235,8 @@ impl Convo {
         };
         let mut floor = self.floor;
         let recent = &mut self.active_mut().recent;
-        for k in ids {
+        for (k, fp) in ids {
             // Kept in seq order: a late message below the newest goes in its place.
-            let fp = fingerprint(&k.id);
             recent.insert(k, fp);
         }
         while recent.len() > window {
