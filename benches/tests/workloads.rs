@@ -48,3 +48,11 @@ fn the_hot_path_workloads_deliver_every_message() {
         }
     }
 }
+
+#[test]
+fn the_scale_setup_opens_every_stream_and_leaves_nothing_due() {
+    let (m, streams) = many_live_conversations(1_000);
+    assert_eq!(streams.len(), 1_000);
+    assert_eq!(m.caught_up(), 1_000);
+    assert!(m.poll_timeout().is_some_and(|t| t > Time::from_millis(1)));
+}
