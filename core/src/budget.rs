@@ -36,6 +36,10 @@ pub struct Budget {
     pub burst_per_second: u32,
     /// How long a 429 without `Retry-After` pauses its kind of request.
     pub pause_without_retry_after: Duration,
+    /// Tokens of each kind's bucket that only urgent requests may take: a gap in the
+    /// conversation in view, a conversation brought into view, the shared stream's
+    /// connection. A cold start spends the rest; these go at once all the same.
+    pub urgent_reserve: u32,
 }
 
 impl Default for Budget {
@@ -46,6 +50,7 @@ impl Default for Budget {
             burst: 8,
             burst_per_second: 80,
             pause_without_retry_after: Duration::from_secs(2),
+            urgent_reserve: 8,
         }
     }
 }
@@ -59,6 +64,7 @@ impl Budget {
             burst: 0,
             burst_per_second: 0,
             pause_without_retry_after: Duration::from_secs(2),
+            urgent_reserve: 0,
         }
     }
 }
@@ -108,6 +114,11 @@ impl Bucket {
 
     /// When a token is (or was) available, at `now` or later.
     pub(crate) fn ready_at(&mut self, now: Time) -> Time {
+        self.ready_keeping(now, 0)
+    }
+
+    /// When a token is available with `keep` thousandths of a token left over.
+    fn ready_keeping(&mut self, now: Time, keep: u64) -> Time {
         if let Some(until) = self.paused_until {
             if now < until {
                 return until;
@@ -120,17 +131,24 @@ impl Bucket {
             self.last = until;
         }
         self.refill(now);
-        if self.milli >= 1000 {
+        // A reserve larger than the bucket leaves one token for anyone.
+        let need = (1000 + keep).min(self.capacity_milli);
+        if self.milli >= need {
             return now;
         }
-        let missing = 1000 - self.milli;
+        let missing = need - self.milli;
         let ms = (missing * self.per_ms_den).div_ceil(self.gain);
         now + Duration::from_millis(ms)
     }
 
     /// Takes a token if one is there at `now`.
     pub(crate) fn take(&mut self, now: Time) -> bool {
-        if self.ready_at(now) > now {
+        self.take_keeping(now, 0)
+    }
+
+    /// Takes a token if one is there at `now` with `keep` thousandths left over.
+    fn take_keeping(&mut self, now: Time, keep: u64) -> bool {
+        if self.ready_keeping(now, keep) > now {
             return false;
         }
         self.milli -= 1000;
@@ -155,6 +173,8 @@ pub(crate) struct Buckets {
     pub(crate) fetches: Option<Bucket>,
     pub(crate) streams: Option<Bucket>,
     pub(crate) burst: Option<Bucket>,
+    /// Thousandths of a token of each kind's bucket kept for urgent requests.
+    reserve: u64,
 }
 
 /// A kind of request.
@@ -179,6 +199,7 @@ impl Buckets {
                     Duration::from_secs(1),
                 )
             }),
+            reserve: u64::from(budget.urgent_reserve) * 1000,
         }
     }
 
@@ -189,20 +210,35 @@ impl Buckets {
         }
     }
 
-    /// When a request of `kind` may start (now, or later).
-    pub(crate) fn ready_at(&mut self, kind: Kind, now: Time) -> Time {
-        let own = self.kind(kind).as_mut().map_or(now, |b| b.ready_at(now));
+    /// What an urgent request may take of the reserve.
+    fn keep(&self, urgent: bool) -> u64 {
+        if urgent {
+            0
+        } else {
+            self.reserve
+        }
+    }
+
+    /// When a request of `kind` may start (now, or later); an urgent one may use the
+    /// reserve (`Budget::urgent_reserve`).
+    pub(crate) fn ready_at(&mut self, kind: Kind, now: Time, urgent: bool) -> Time {
+        let keep = self.keep(urgent);
+        let own = self
+            .kind(kind)
+            .as_mut()
+            .map_or(now, |b| b.ready_keeping(now, keep));
         let burst = self.burst.as_mut().map_or(now, |b| b.ready_at(now));
         own.max(burst)
     }
 
-    /// Takes a token for a request of `kind` if both buckets have one.
-    pub(crate) fn take(&mut self, kind: Kind, now: Time) -> bool {
-        if self.ready_at(kind, now) > now {
+    /// Takes a token for a request of `kind` if both buckets have one (see `ready_at`).
+    pub(crate) fn take(&mut self, kind: Kind, now: Time, urgent: bool) -> bool {
+        if self.ready_at(kind, now, urgent) > now {
             return false;
         }
+        let keep = self.keep(urgent);
         if let Some(b) = self.kind(kind).as_mut() {
-            b.take(now);
+            b.take_keeping(now, keep);
         }
         if let Some(b) = self.burst.as_mut() {
             b.spend(now);
@@ -255,6 +291,27 @@ mod tests {
     }
 
     #[test]
+    fn the_reserve_is_left_to_urgent_requests() {
+        let budget = Budget {
+            fetches: Some(Rate { per_minute: 60 }), // 1 a second
+            urgent_reserve: 2,
+            ..Budget::unlimited()
+        };
+        let mut b = Buckets::new(&budget);
+        // 60 tokens: 58 for anyone, the last 2 for urgent requests only.
+        for _ in 0..58 {
+            assert!(b.take(Kind::Fetch, T(0), false));
+        }
+        assert!(!b.take(Kind::Fetch, T(0), false));
+        assert_eq!(b.ready_at(Kind::Fetch, T(0), false), T(1000));
+        assert!(b.take(Kind::Fetch, T(0), true) && b.take(Kind::Fetch, T(0), true));
+        assert!(!b.take(Kind::Fetch, T(0), true));
+        // The reserve refills first: routine requests wait until it is whole again.
+        assert_eq!(b.ready_at(Kind::Fetch, T(0), false), T(3000));
+        assert_eq!(b.ready_at(Kind::Fetch, T(0), true), T(1000));
+    }
+
+    #[test]
     fn every_kind_passes_the_burst_bucket() {
         let budget = Budget {
             fetches: Some(Rate { per_minute: 600 }),
@@ -262,11 +319,12 @@ mod tests {
             burst: 2,
             burst_per_second: 10,
             pause_without_retry_after: Duration::from_secs(2),
+            urgent_reserve: 0,
         };
         let mut b = Buckets::new(&budget);
-        assert!(b.take(Kind::Fetch, T(0)));
-        assert!(b.take(Kind::StreamOpen, T(0)));
-        assert!(!b.take(Kind::Fetch, T(0)), "the burst of 2 is spent");
-        assert_eq!(b.ready_at(Kind::Fetch, T(0)), T(100));
+        assert!(b.take(Kind::Fetch, T(0), false));
+        assert!(b.take(Kind::StreamOpen, T(0), false));
+        assert!(!b.take(Kind::Fetch, T(0), false), "the burst of 2 is spent");
+        assert_eq!(b.ready_at(Kind::Fetch, T(0), false), T(100));
     }
 }

@@ -206,7 +206,7 @@ impl SyncMachine {
                 if live && self.config.shared_stream {
                     self.shared_join();
                 } else if live {
-                    self.with(key, |c, cx| c.open_stream(cx, 0));
+                    self.with(key, |c, cx| c.open_stream(cx, 0, false));
                 }
                 self.after(key);
             }
@@ -618,8 +618,9 @@ impl SyncMachine {
     fn shared_open(&mut self, attempts: u32) {
         // Whatever happens now, the next connection covers every member.
         self.shared.rejoin_at = None;
-        if !self.buckets.take(Kind::StreamOpen, self.now) {
-            let at = self.buckets.ready_at(Kind::StreamOpen, self.now);
+        // Every conversation's connection: it may use the urgent reserve.
+        if !self.buckets.take(Kind::StreamOpen, self.now, true) {
+            let at = self.buckets.ready_at(Kind::StreamOpen, self.now, true);
             self.shared.state = Stream::Waiting { at, attempts };
             return;
         }
@@ -726,8 +727,16 @@ impl SyncMachine {
     /// Starts queued fetches while slots and the budget allow.
     fn pump(&mut self) {
         self.budget_wake = None;
+        // Set when only the urgent reserve is left: then only urgent fetches go.
+        let mut only_urgent = false;
         while self.inflight.len() < self.config.max_inflight_fetches {
-            let Some(p) = self.next_queue() else {
+            let next = if only_urgent {
+                let p = Priority::Urgent as usize;
+                (!self.fetch_queue[p].is_empty()).then_some(p)
+            } else {
+                self.next_queue()
+            };
+            let Some(p) = next else {
                 break;
             };
             let Some(&(key, _)) = self.fetch_queue[p].front() else {
@@ -742,9 +751,16 @@ impl SyncMachine {
                 self.fetch_queue[p].pop_front();
                 continue;
             }
-            if !self.buckets.take(Kind::Fetch, now) {
+            let urgent = p == Priority::Urgent as usize;
+            if !self.buckets.take(Kind::Fetch, now, urgent) {
+                if !urgent && !self.fetch_queue[Priority::Urgent as usize].is_empty() {
+                    // Only the reserve is left, and something urgent waits: it goes now.
+                    only_urgent = true;
+                    self.budget_wake = Some(self.buckets.ready_at(Kind::Fetch, now, false));
+                    continue;
+                }
                 // The account's budget is spent: try again when it has a token.
-                self.budget_wake = Some(self.buckets.ready_at(Kind::Fetch, now));
+                self.budget_wake = Some(self.buckets.ready_at(Kind::Fetch, now, urgent));
                 break;
             }
             self.fetch_queue[p].pop_front();

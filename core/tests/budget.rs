@@ -225,3 +225,39 @@ fn under_sustained_routine_load_the_conversation_in_view_still_goes_first() {
     let waited = waited.expect("c7 is fetched");
     assert!(waited <= Duration::from_secs(3), "{waited:?}");
 }
+
+#[test]
+fn a_conversation_brought_into_view_is_fetched_at_once_while_catch_ups_spend_the_budget() {
+    // The 500-conversation quota bench: while a cold start spent every token, a gap in the
+    // conversation in view waited for the next one (seconds, with the starved queue taking
+    // every other token). A reserve of the budget is kept for urgent fetches.
+    let config = Config {
+        budget: Budget {
+            fetches: Some(Rate { per_minute: 60 }),
+            ..Budget::default()
+        },
+        ..Config::default()
+    };
+    let mut h = caught_up(config, 300);
+    h.input("resume all", Input::Resume { convo: None });
+    for _ in 0..5 {
+        h.advance(MS(1000));
+        while let Some(f) = h.take_fetch() {
+            h.answer(&f, vec![]);
+        }
+    }
+    assert!(
+        h.machine().inflight_fetches() == 0 && fetch_times(&h) < 600,
+        "the catch-ups are still waiting for the budget: {} in flight, {} fetches",
+        h.machine().inflight_fetches(),
+        fetch_times(&h)
+    );
+    h.input(
+        "resume c7",
+        Input::Resume {
+            convo: Some("c7".into()),
+        },
+    );
+    let f = h.take_fetch().expect("a fetch goes at once");
+    assert_eq!(f.convo.as_str(), "c7");
+}

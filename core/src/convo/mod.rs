@@ -568,16 +568,18 @@ impl Convo {
         self.catch_up(cx.config, priority);
         self.fetch.retry_at = None;
         if let Stream::Waiting { attempts, .. } = self.stream {
-            self.open_stream(cx, attempts);
+            self.open_stream(cx, attempts, priority == Priority::Urgent);
         }
     }
 
     // ---- the stream ---------------------------------------------------------------
 
-    pub(crate) fn open_stream(&mut self, cx: &mut Ctx, attempts: u32) {
-        if !cx.buckets.take(Kind::StreamOpen, cx.now) {
+    /// Opens the conversation's stream if the budget allows (`urgent`: it may use the
+    /// reserve, for a conversation brought into view), or waits for a token.
+    pub(crate) fn open_stream(&mut self, cx: &mut Ctx, attempts: u32, urgent: bool) {
+        if !cx.buckets.take(Kind::StreamOpen, cx.now, urgent) {
             // The account's budget for stream opens is spent: open when it has a token.
-            let at = cx.buckets.ready_at(Kind::StreamOpen, cx.now);
+            let at = cx.buckets.ready_at(Kind::StreamOpen, cx.now, urgent);
             self.stream = Stream::Waiting { at, attempts };
             return;
         }
@@ -836,7 +838,7 @@ impl Convo {
         let due = |t: Option<Time>| t.is_some_and(|t| t <= now);
         if due(self.stream_deadline(config)) {
             match self.stream {
-                Stream::Waiting { attempts, .. } => self.open_stream(cx, attempts),
+                Stream::Waiting { attempts, .. } => self.open_stream(cx, attempts, false),
                 Stream::Opening { id, .. } | Stream::Open { id, .. } => {
                     self.close_silent_stream(cx, id)
                 }
