@@ -142,7 +142,8 @@ impl Bucket {
     }
 
     /// Takes a token if one is there at `now`.
-    pub(crate) fn take(&mut self, now: Time) -> bool {
+    #[cfg(test)]
+    fn take(&mut self, now: Time) -> bool {
         self.take_keeping(now, 0)
     }
 
