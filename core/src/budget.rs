@@ -6,8 +6,12 @@
 //! client that lets each conversation back off on its own meets a storm of 429s at a cold
 //! start with a few hundred conversations. So the machine keeps the budget: a fetch or a
 //! stream open starts only when both of its buckets have a token, and a 429 pauses that kind
-//! of request for every conversation until the server's time is up, after which the bucket
-//! refills from empty (a gentle restart, not a burst).
+//! of request for every conversation until the server's time is up, after which it resumes
+//! with at most a quarter of the bucket (a gentle restart, not a burst).
+//!
+//! A few tokens of each bucket (`Budget::urgent_reserve`) are left to urgent requests: a gap
+//! in the conversation in view, a conversation brought into view, the shared connection.
+//! A cold start spends the rest; the reserve refills first, so those never wait behind it.
 
 use crate::Time;
 use std::time::Duration;
