@@ -32,18 +32,17 @@ fn the_hot_path_workloads_deliver_every_message() {
         for batch in [1, 256] {
             let (mut m, convo, stream) = machine_with_one_stream();
             let inputs = stream_inputs(&convo, stream, &order, 256);
-            assert_eq!(
-                run_hot(&mut m, inputs, batch),
-                10_000,
-                "{}",
-                workload.name()
-            );
+            let mut out = Vec::new();
+            assert_eq!(run_hot(&mut m, inputs, batch, &mut out), 10_000);
             assert_eq!(position(&m, &convo).0, 10_000);
 
             let inputs = stream_inputs(&convo, stream, &order, 256);
-            assert_eq!(run_hot_seed(convo.as_str(), inputs, batch), 10_000);
+            let mut out = Vec::new();
+            assert_eq!(run_hot_seed(convo.as_str(), inputs, batch, &mut out), 10_000);
+            let seqs: Vec<u64> = out.iter().map(|m| m.seq.0).collect();
+            assert_eq!(seqs, (1..=10_000).collect::<Vec<_>>(), "the seed buffer orders");
             let inputs = stream_inputs(&convo, stream, &order, 256);
-            let mut out = std::collections::VecDeque::new();
+            let mut out = Vec::new();
             assert_eq!(run_hot_floor(inputs, batch, &mut out), 10_000);
         }
     }

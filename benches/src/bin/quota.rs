@@ -796,6 +796,14 @@ fn all(v: &[Probe]) -> String {
 }
 
 fn main() {
+    // `RUST_LOG=gapless_adapter::trace=trace` prints every input and command (to find where
+    // a probe waited); nothing is printed without it.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = match Args::parse() {
         Ok(a) => a,
         Err(e) => {
