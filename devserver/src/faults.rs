@@ -57,6 +57,25 @@ pub struct Faults {
     pub epoch_back: u16,
     /// A generated message is an MLS commit (replayed on resume; starts a new epoch).
     pub commit: u16,
+    /// A `sendMessage` request (either API) gets 500 with an empty body and is **not**
+    /// applied.
+    pub send_error: u16,
+    /// A `sendMessage` request's connection is closed before any answer and the request is
+    /// **not** applied.
+    pub send_reset: u16,
+    /// A `sendMessage` request is **applied** (stored, streamed, recorded in
+    /// [`crate::DevServer::sends`]) and then answered 500 with an empty body: the answer is
+    /// lost. A resend with the same `msgId` gets the first answer.
+    pub send_applied_error: u16,
+    /// A `sendMessage` request is **applied** and then its connection is closed before any
+    /// answer (the answer is lost in the network). A resend with the same `msgId` gets the
+    /// first answer.
+    pub send_applied_reset: u16,
+    /// A `sendMessage` request is applied at once and answered after `send_delay` (its
+    /// message may reach streams and pages before the sender has the answer).
+    pub send_slow: u16,
+    /// How slow.
+    pub send_delay: Duration,
     /// The real server's rate limiters (`None`: unlimited). Their 429s are counted as
     /// `rate_limited` (a per-minute quota) and `burst_limited` (the burst limiter).
     pub rate_limits: Option<RateLimits>,
@@ -67,11 +86,11 @@ pub struct Faults {
 pub enum Profile {
     /// No faults.
     Calm,
-    /// A phone on a bad network: drops, reorders, cuts, failing and slow fetches, and the
-    /// real server's quirks now and then.
+    /// A phone on a bad network: drops, reorders, cuts, failing and slow fetches, sends
+    /// failing or losing their answer, and the real server's quirks now and then.
     FlakyMobile,
-    /// Everything, often; `getMessages` tokens are accepted once only; the real server's
-    /// rate limits.
+    /// Everything, often (send faults included); `getMessages` and `sendMessage` tokens are
+    /// accepted once only; the real server's rate limits.
     Hostile,
 }
 
@@ -117,6 +136,12 @@ impl Profile {
                 ephemeral: 10,
                 epoch_back: 5,
                 commit: 20,
+                send_error: 20,
+                send_reset: 10,
+                send_applied_error: 10,
+                send_applied_reset: 20,
+                send_slow: 50,
+                send_delay: ms(1_000),
                 rate_limits: None,
             },
             Profile::Hostile => Faults {
@@ -141,6 +166,12 @@ impl Profile {
                 ephemeral: 20,
                 epoch_back: 20,
                 commit: 40,
+                send_error: 60,
+                send_reset: 40,
+                send_applied_error: 40,
+                send_applied_reset: 60,
+                send_slow: 100,
+                send_delay: ms(2_000),
                 rate_limits: Some(RateLimits::real()),
             },
         }
@@ -172,6 +203,11 @@ pub(crate) enum Topic {
     FetchHang,
     Payload,
     Id,
+    SendError,
+    SendReset,
+    SendAppliedError,
+    SendAppliedReset,
+    SendSlow,
 }
 
 /// The seeded plan.

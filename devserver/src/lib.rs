@@ -47,26 +47,26 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod conn;
 mod faults;
 mod limits;
 mod mlschat;
+mod send;
 mod state;
 
 pub use faults::{Faults, Plan, Profile};
 pub use limits::{Burst, RateLimits, TokenBucket};
-pub use state::{FaultCounts, Send, Sent};
+pub use state::{AppliedSend, FaultCounts, Send, Sent};
 
 use axum::body::Body;
-use axum::extract::{Query, State as AxState};
+use axum::extract::{DefaultBodyLimit, Query, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use faults::Topic;
-use gapless_catbird::message::Ciphertext;
 use gapless_catbird::{GET_MESSAGES, SEND_MESSAGE};
-use serde::Deserialize;
 use state::{key, Live, State};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -179,11 +179,15 @@ impl DevServer {
                 "/xrpc/blue.catbird.mls.streamConvoEvents",
                 get(stream_events),
             )
-            .route(&format!("/xrpc/{SEND_MESSAGE}"), post(send_message))
+            .route(&format!("/xrpc/{SEND_MESSAGE}"), post(send::mls))
             .merge(mlschat::routes())
             .route("/health", get(|| async { "ok" }))
+            // A 10 MiB ciphertext is about 14 MiB of JSON.
+            .layer(DefaultBodyLimit::max(16 << 20))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
+        let app = app.into_make_service_with_connect_info::<conn::Conn>();
+        let listener = conn::Listener(listener);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -278,6 +282,24 @@ impl DevServer {
             .collect();
         all.sort();
         all
+    }
+
+    /// Every `sendMessage` request the server applied (either API), in order: each new
+    /// message a client sent, and each SSE-era ephemeral one. A resend answered from the
+    /// first answer is not listed, nor is a request refused or failed by a fault before it
+    /// was applied; one applied whose answer a fault lost is. With [`DevServer::log`] this
+    /// is the ground truth of "each message exactly once".
+    pub fn sends(&self) -> Vec<AppliedSend> {
+        self.shared.state.lock().expect("state").sends.clone()
+    }
+
+    /// The account leaves the conversation: from now on `getMessages`, streams, tickets
+    /// and `sendMessage` answer 403 for it, as the real server answers a member who left.
+    pub fn leave(&self, convo: &str) {
+        let mut state = self.shared.state.lock().expect("state");
+        if let Some(log) = state.convos.get_mut(convo) {
+            log.member = false;
+        }
     }
 
     /// Messages that were in the log and expired: `(convo, seq, id)`. A client may hold
@@ -531,7 +553,7 @@ async fn fetch_faults(shared: &Shared, convo: &str) -> Result<(), Response> {
         let mut state = shared.state.lock().expect("state");
         let plan = state.plan;
         let f = state.faults.clone();
-        let Some(log) = state.convos.get_mut(convo) else {
+        let Some(log) = state.member_log(convo) else {
             return Err(StatusCode::FORBIDDEN.into_response());
         };
         let n = log.fetches;
@@ -573,61 +595,6 @@ async fn fetch_faults(shared: &Shared, convo: &str) -> Result<(), Response> {
     Ok(())
 }
 
-// ---- sendMessage ----------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SendBody {
-    convo_id: String,
-    msg_id: Option<String>,
-    ciphertext: Ciphertext,
-    epoch: Option<u64>,
-    delivery: Option<String>,
-}
-
-async fn send_message(
-    AxState(shared): AxState<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    if let Err(d) = authorize(&shared, &headers, &uri, Some(SEND_MESSAGE)) {
-        return d.into_response();
-    }
-    let Ok(req) = serde_json::from_slice::<SendBody>(&body) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    // Like the real server: only `{"$bytes": …}`, a plain string is a 400 (recording 65).
-    if matches!(req.ciphertext, Ciphertext::Plain(_)) {
-        return StatusCode::BAD_REQUEST.into_response();
-    }
-    let Ok(ciphertext) = req.ciphertext.decode(&gapless_catbird::Limits::default()) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    if ciphertext.is_empty() {
-        return StatusCode::BAD_REQUEST.into_response();
-    }
-    let faulty = shared.options.profile != Profile::Calm;
-    let sent = post_message(
-        &shared,
-        &req.convo_id,
-        Send {
-            msg_id: req.msg_id,
-            ciphertext,
-            epoch: req.epoch,
-            ephemeral: req.delivery.as_deref() == Some("ephemeral"),
-            faulty,
-        },
-    );
-    let received = humantime::format_rfc3339_micros(std::time::SystemTime::now())
-        .to_string()
-        .replace('Z', "+00:00");
-    Json(serde_json::json!({
-        "epoch": sent.epoch, "messageId": sent.id, "receivedAt": received, "seq": sent.seq,
-    }))
-    .into_response()
-}
-
 // ---- streamConvoEvents ----------------------------------------------------------------
 
 async fn stream_events(
@@ -655,7 +622,7 @@ async fn stream_events(
             .as_deref()
             .map(|c| state.replay(&convo, c, now))
             .unwrap_or_default();
-        let Some(log) = state.convos.get_mut(&convo) else {
+        let Some(log) = state.member_log(&convo) else {
             return StatusCode::FORBIDDEN.into_response();
         };
         // Subscribe before reading the replay's end: nothing falls between.
