@@ -23,8 +23,19 @@
 //! WebSocket (DAG-CBOR frames, a Ping at once and every [`Options::ws_ping`], at most
 //! [`Options::max_sockets`] open, nothing replayed, commits never pushed, no close frame),
 //! `getMessages` (`type=app|all|commit`, newest-first without `sinceSeq`, never `gapInfo`) and
-//! `sendMessage` (same `msgId`, same answer). The socket's faults and what they mean there
-//! are in the `mlschat` module's source.
+//! `sendMessage`. The socket's faults and what they mean there are in the `mlschat` module's
+//! source.
+//!
+//! ## sendMessage
+//!
+//! Both APIs' `sendMessage` share one implementation of the real handlers' rules (the
+//! `send` module's source lists them in order): the `msgId`, ciphertext and `paddedSize`
+//! checks (400), membership (403; see [`DevServer::leave`]), mlsChat's epoch (409), the
+//! same `msgId` answered with the first answer, ephemeral delivery. The send faults
+//! ([`Faults::send_error`], [`Faults::send_reset`], [`Faults::send_applied_error`],
+//! [`Faults::send_applied_reset`], [`Faults::send_slow`]) fail a request before it is
+//! applied, lose the answer of one that was, or answer late. [`DevServer::sends`] lists
+//! every send applied.
 //!
 //! ## Tokens
 //!

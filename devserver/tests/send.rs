@@ -605,3 +605,88 @@ fn the_hostile_profile_has_send_faults() {
     assert!(f.send_slow > 0 && !f.send_delay.is_zero());
     assert_eq!(Profile::Calm.faults().send_applied_reset, 0);
 }
+
+/// Reads an SSE stream until `until` holds for what came so far (3 s at most).
+async fn read_until(stream: &mut reqwest::Response, until: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = String::new();
+    while !until(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn an_sse_era_resend_is_streamed_again_as_the_real_fan_out_runs_again() {
+    let s = server(Faults::default()).await;
+    let mut stream = reqwest::Client::new()
+        .get(format!(
+            "{}/xrpc/blue.catbird.mls.streamConvoEvents?convoId=c",
+            s.base_url()
+        ))
+        .bearer_auth("dev-secret")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = post(&s, Api::Mls, &body(&ulid(1), 512))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = v["messageId"].as_str().unwrap().to_string();
+    assert_eq!(post(&s, Api::Mls, &body(&ulid(1), 512)).await.status(), 200);
+    let seen = read_until(&mut stream, |t| t.matches(id.as_str()).count() >= 2).await;
+    assert_eq!(seen.matches(id.as_str()).count(), 2, "{seen}");
+    let cursors: Vec<&str> = seen
+        .split(r#""cursor":""#)
+        .skip(1)
+        .map(|c| &c[..26])
+        .collect();
+    assert_eq!(cursors.len(), 2);
+    assert_ne!(
+        cursors[0], cursors[1],
+        "a new cursor for the second fan-out"
+    );
+    assert_eq!(stored(&s).len(), 1, "stored once");
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_gets_the_first_answer_in_any_conversation() {
+    for api in BOTH {
+        let s = server(Faults::default()).await;
+        s.create_convo("d");
+        let mut a = body(&ulid(1), 512);
+        a["idempotencyKey"] = "7a171574-1c2b-43c7-81af-0330ce51f160".into();
+        let mut b = a.clone();
+        b["msgId"] = ulid(2).into();
+        b["convoId"] = "d".into();
+        let first = answer(post(&s, api, &a).await).await;
+        assert_eq!(first.0, 200);
+        assert_eq!(answer(post(&s, api, &b).await).await, first, "{api:?}");
+        assert_eq!(s.log().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn an_mlschat_typing_send_needs_membership_and_stores_nothing() {
+    let s = server(Faults::default()).await;
+    let mut typing = body(&ulid(1), 512);
+    typing["delivery"] = "ephemeral".into();
+    assert_eq!(
+        post(&s, Api::Chat, &typing)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!({"success": true})
+    );
+    s.leave("c");
+    assert_eq!(answer(post(&s, Api::Chat, &typing).await).await, empty(403));
+    typing["delivery"] = "carrier-pigeon".into();
+    assert_eq!(answer(post(&s, Api::Chat, &typing).await).await, empty(400));
+    assert!(s.log().is_empty() && s.sends().is_empty());
+}
