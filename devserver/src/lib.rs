@@ -430,6 +430,18 @@ fn authorize(
     uri: &Uri,
     nsid: Option<&str>,
 ) -> Result<(), Denied> {
+    let minted = authenticate(shared, headers, uri)?;
+    enforce(shared, &minted, nsid)
+}
+
+/// What a valid token says: `None` for the bare secret, else the minted token's (`lxm`,
+/// nonce).
+pub(crate) type Minted = Option<(String, String)>;
+
+/// The first part of [`authorize`]: the token is there and valid, and the rate limiters
+/// let the request through. A handler that reads its body before the method's own checks
+/// (as the real `sendMessage` handlers do) calls [`enforce`] after.
+fn authenticate(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Result<Minted, Denied> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -449,7 +461,6 @@ fn authorize(
         }
     }
     let secret = &shared.options.secret;
-    // `None`: the bare secret; else the minted token's (lxm, nonce).
     let minted = if token == secret {
         None
     } else {
@@ -457,7 +468,8 @@ fn authorize(
             .strip_prefix(secret.as_str())
             .and_then(|r| r.strip_prefix('.'))
             .ok_or(Denied::Invalid)?;
-        Some(rest.rsplit_once('.').ok_or(Denied::Invalid)?)
+        let (lxm, nonce) = rest.rsplit_once('.').ok_or(Denied::Invalid)?;
+        Some((lxm.to_string(), nonce.to_string()))
     };
     if let Some(limits) = limits {
         let mut state = shared.state.lock().expect("state");
@@ -469,6 +481,12 @@ fn authorize(
             return Err(Denied::LimitedJson);
         }
     }
+    Ok(minted)
+}
+
+/// The method's own checks (the real `enforce_standard`): `lxm` is the method's NSID and,
+/// in `hostile`, the nonce is new (a token used again within 120 s: 401, empty).
+fn enforce(shared: &Shared, minted: &Minted, nsid: Option<&str>) -> Result<(), Denied> {
     let strict = shared.options.profile == Profile::Hostile && nsid.is_some();
     let Some((lxm, nonce)) = minted else {
         return if strict { Err(Denied::Invalid) } else { Ok(()) };
@@ -484,7 +502,7 @@ fn authorize(
             state
                 .used_nonces
                 .retain(|_, t| now.duration_since(*t) < Duration::from_secs(120));
-            if state.used_nonces.insert(nonce.to_string(), now).is_some() {
+            if state.used_nonces.insert(nonce.clone(), now).is_some() {
                 return Err(Denied::Invalid);
             }
         }

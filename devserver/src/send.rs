@@ -3,10 +3,11 @@
 //! (5278d0c, `handlers/mls_chat/send_message.rs`), as recorded in `shared/catbird/`.
 //!
 //! The checks, in the real handlers' order:
-//! 1. the token ([`authorize`]: 401, the rate limiters' 429s; the `sendMessage` quota is
+//! 1. the token ([`authenticate`]: 401, the rate limiters' 429s; the `sendMessage` quota is
 //!    100 a minute per account, each request drawing twice);
-//! 2. the body: one that cannot be read (not JSON, a field missing, a plain-string
-//!    ciphertext as recording `65_`, bad base64) gets 400, empty on the SSE-era route and
+//! 2. the body, read before the token's `lxm` and `jti` are checked ([`enforce`]: 401):
+//!    one that cannot be read (not JSON, a field missing, a plain-string ciphertext as
+//!    recording `65_`, bad base64) gets 400, empty on the SSE-era route and
 //!    `{"error":"InvalidRequest","message":"failed to decode request: …"}` on mlsChat (its
 //!    XRPC extractor's rejection);
 //! 3. mlsChat only, `delivery`: `ephemeral` is a typing indicator or a reaction (below),
@@ -40,7 +41,7 @@
 use crate::conn::Conn;
 use crate::faults::Topic;
 use crate::state::{key, AppliedSend, Live, Send, State, DEV_DID};
-use crate::{authorize, mlschat, schedule_late, Profile, Shared};
+use crate::{authenticate, enforce, mlschat, schedule_late, Profile, Shared};
 use axum::extract::{ConnectInfo, State as AxState};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -202,13 +203,18 @@ async fn handle(
     uri: Uri,
     raw: Bytes,
 ) -> Response {
-    if let Err(d) = authorize(&shared, &headers, &uri, Some(api.nsid())) {
-        return d.into_response();
-    }
+    let minted = match authenticate(&shared, &headers, &uri) {
+        Ok(m) => m,
+        Err(d) => return d.into_response(),
+    };
+    // The real handlers read the body before `enforce_standard` (lxm, jti).
     let request = match decode(&raw) {
         Ok(r) => r,
         Err(detail) => return api.unreadable(&detail),
     };
+    if let Err(d) = enforce(&shared, &minted, Some(api.nsid())) {
+        return d.into_response();
+    }
     let delivery = request.body.delivery.as_deref();
     let ephemeral = match api {
         Api::Mls => delivery.is_some_and(|d| d.eq_ignore_ascii_case("ephemeral")),

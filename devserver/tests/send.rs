@@ -690,3 +690,37 @@ async fn an_mlschat_typing_send_needs_membership_and_stores_nothing() {
     assert_eq!(answer(post(&s, Api::Chat, &typing).await).await, empty(400));
     assert!(s.log().is_empty() && s.sends().is_empty());
 }
+
+#[tokio::test]
+async fn the_body_is_read_before_the_tokens_method_and_jti_are_checked() {
+    // The real handlers extract the JSON body before `enforce_standard` (lxm, jti): an
+    // unreadable body is 400 whatever the method in the token, and does not use its jti up.
+    for api in BOTH {
+        let mut o = Options::new(Profile::Hostile, 7);
+        o.faults = Faults::default();
+        let s = DevServer::start(o).await.unwrap();
+        s.create_convo("c");
+        let client = reqwest::Client::new();
+        let send = |t: String, raw: String| {
+            client
+                .post(format!("{}/xrpc/{}", s.base_url(), api.nsid()))
+                .bearer_auth(t)
+                .body(raw)
+                .send()
+        };
+        let wrong = token("blue.catbird.mls.getMessages");
+        assert_eq!(
+            send(wrong, "{".into()).await.unwrap().status(),
+            400,
+            "{api:?}"
+        );
+        let t = token(api.nsid());
+        assert_eq!(send(t.clone(), "{".into()).await.unwrap().status(), 400);
+        let r = send(t, body(&ulid(1), 512).to_string()).await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "{api:?}: the jti was not used by the unreadable body"
+        );
+    }
+}
