@@ -223,8 +223,9 @@ pub struct Send {
     /// Whether server-side faults (holes, late commits, …) may apply. The traffic
     /// generator's messages are subject to them; a client's `sendMessage` is too unless the
     /// profile is calm. A message with a `msg_id` (a client's) is never turned into an
-    /// ephemeral message or a commit, nor sent an epoch behind: those faults shape the
-    /// generated traffic only.
+    /// ephemeral message or a commit, sent an epoch behind or expired: those faults shape
+    /// the generated traffic only, so that every message a client sent stays in
+    /// [`crate::DevServer::log`].
     pub faulty: bool,
 }
 
@@ -441,7 +442,7 @@ impl State {
         };
         let cursor = self.next_sse_cursor();
         let late_by = late.then(|| plan.delay(f.late_max, Topic::LateDelay, convo_key, n));
-        let expires_in = (!ephemeral && roll(f.expire, Topic::Expire))
+        let expires_in = (!ephemeral && generated && roll(f.expire, Topic::Expire))
             .then(|| plan.delay(f.expire_max, Topic::ExpireDelay, convo_key, n));
         if late_by.is_some() {
             counts.push("late");

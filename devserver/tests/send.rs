@@ -724,3 +724,38 @@ async fn the_body_is_read_before_the_tokens_method_and_jti_are_checked() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_clients_message_is_never_made_ephemeral_a_commit_or_expired_by_the_faults() {
+    for api in BOTH {
+        let mut o = Options::new(Profile::FlakyMobile, 7);
+        o.faults = Faults {
+            ephemeral: 1000,
+            commit: 1000,
+            epoch_back: 1000,
+            expire: 1000,
+            expire_max: Duration::from_millis(20),
+            ..Faults::default()
+        };
+        let s = DevServer::start(o).await.unwrap();
+        s.create_convo("c");
+        for n in 0..5 {
+            let v: Value = post(&s, api, &body(&ulid(n), 512))
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                (v["seq"].as_u64(), v["epoch"].as_u64()),
+                (Some(n + 1), Some(0))
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(stored(&s).len(), 5, "{api:?}");
+        assert!(s.expired().is_empty());
+        assert!(s.sends().iter().all(|a| !a.ephemeral && a.seq > 0));
+        // The generated traffic still gets them.
+        let generated = s.post("c", vec![1; 64]);
+        assert_eq!(generated.seq, 0, "made ephemeral");
+    }
+}
