@@ -98,7 +98,8 @@ struct Body {
     convo_id: String,
     msg_id: String,
     ciphertext: Ciphertext,
-    epoch: u64,
+    /// An i64 as mlsChat reads it (the SSE era's lexicon has `minimum: 0`: see [`decode`]).
+    epoch: i64,
     padded_size: u64,
     #[serde(default)]
     delivery: Option<String>,
@@ -118,8 +119,11 @@ struct Request {
     ciphertext: Result<Vec<u8>, ()>,
 }
 
-fn decode(raw: &[u8]) -> Result<Request, String> {
+fn decode(api: Api, raw: &[u8]) -> Result<Request, String> {
     let body: Body = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
+    if api == Api::Mls && body.epoch < 0 {
+        return Err("epoch: below its minimum, 0".into());
+    }
     if let Ciphertext::Plain(_) = body.ciphertext {
         return Err("ciphertext: expected bytes ({\"$bytes\": …})".into());
     }
@@ -208,7 +212,7 @@ async fn handle(
         Err(d) => return d.into_response(),
     };
     // The real handlers read the body before `enforce_standard` (lxm, jti).
-    let request = match decode(&raw) {
+    let request = match decode(api, &raw) {
         Ok(r) => r,
         Err(detail) => return api.unreadable(&detail),
     };
@@ -234,7 +238,7 @@ async fn handle(
         let Some(log) = state.member_log(&body.convo_id) else {
             return empty(StatusCode::FORBIDDEN);
         };
-        if api == Api::MlsChat && body.epoch != log.epoch() {
+        if api == Api::MlsChat && u64::try_from(body.epoch) != Ok(log.epoch()) {
             return empty(StatusCode::CONFLICT);
         }
         let n = log.send_requests;
@@ -350,7 +354,8 @@ fn apply(
         Send {
             msg_id: Some(body.msg_id.clone()),
             ciphertext,
-            epoch: Some(body.epoch),
+            // Not negative: the SSE era refused it, mlsChat answered 409.
+            epoch: Some(body.epoch.unsigned_abs()),
             ephemeral,
             faulty,
         },

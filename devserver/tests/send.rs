@@ -759,3 +759,13 @@ async fn a_clients_message_is_never_made_ephemeral_a_commit_or_expired_by_the_fa
         assert_eq!(generated.seq, 0, "made ephemeral");
     }
 }
+
+#[tokio::test]
+async fn a_negative_epoch_is_unreadable_in_the_sse_era_and_another_epoch_on_mlschat() {
+    let s = server(Faults::default()).await;
+    let mut b = body(&ulid(1), 512);
+    b["epoch"] = (-1).into();
+    // 168f1c5's lexicon: `minimum: 0`; 5278d0c reads an i64 and compares it.
+    assert_eq!(answer(post(&s, Api::Mls, &b).await).await, empty(400));
+    assert_eq!(answer(post(&s, Api::Chat, &b).await).await, empty(409));
+}
