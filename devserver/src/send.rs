@@ -361,8 +361,17 @@ fn apply(
         },
         Instant::now(),
     );
-    let log = state.convos.get(&convo);
-    let index = log.and_then(|l| l.by_msg_id.get(&body.msg_id).copied());
+    // Where it was stored (an ephemeral message is not; an earlier one with its msgId may be).
+    let index = (!ephemeral)
+        .then(|| {
+            state
+                .convos
+                .get(&convo)?
+                .by_msg_id
+                .get(&body.msg_id)
+                .copied()
+        })
+        .flatten();
     if let (Some(k), Some(i)) = (body.idempotency_key, index) {
         state
             .idempotency
