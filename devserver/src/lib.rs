@@ -65,7 +65,7 @@ mod mlschat;
 mod send;
 mod state;
 
-pub use faults::{Faults, Plan, Profile};
+pub use faults::{Faults, KnobError, Plan, Profile};
 pub use limits::{Burst, RateLimits, TokenBucket};
 pub use state::{AppliedSend, FaultCounts, Send, Sent};
 
