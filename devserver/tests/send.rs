@@ -769,3 +769,42 @@ async fn a_negative_epoch_is_unreadable_in_the_sse_era_and_another_epoch_on_mlsc
     assert_eq!(answer(post(&s, Api::Mls, &b).await).await, empty(400));
     assert_eq!(answer(post(&s, Api::Chat, &b).await).await, empty(409));
 }
+
+#[tokio::test]
+async fn under_the_hostile_profile_a_retrying_client_stores_each_message_exactly_once() {
+    for api in BOTH {
+        let mut o = Options::new(Profile::Hostile, 21);
+        o.faults.rate_limits = None;
+        o.faults.send_delay = Duration::from_millis(100);
+        let s = DevServer::start(o).await.unwrap();
+        s.create_convo("c");
+        let client = reqwest::Client::new();
+        let mut answers = Vec::new();
+        let mut failed = 0;
+        for n in 0..40 {
+            let msg = body(&ulid(n), 512).to_string();
+            let text = loop {
+                // A fresh token each time: hostile takes each once.
+                match try_post(&client, &s, api, &msg).await {
+                    Ok(r) if r.status() == 200 => break r.text().await.unwrap(),
+                    Ok(r) => assert_eq!(r.status(), 500, "{api:?}"),
+                    Err(e) => assert!(e.status().is_none(), "{e:?}"),
+                }
+                failed += 1;
+            };
+            answers.push(serde_json::from_str::<Value>(&text).unwrap());
+        }
+        assert!(failed > 0, "{api:?}: no send fault in 40 sends");
+        // Late commits become visible within `late_max`.
+        tokio::time::sleep(s.options().faults.late_max + Duration::from_millis(200)).await;
+        let log = stored(&s);
+        assert_eq!(log.len(), 40, "{api:?}: each message once");
+        for a in &answers {
+            let id = a["messageId"].as_str().unwrap();
+            let seq = a["seq"].as_u64().unwrap();
+            assert_eq!(log.iter().filter(|(_, i)| i == id).count(), 1, "{api:?}");
+            assert!(log.contains(&(seq, id.to_string())), "{api:?}: {a}");
+        }
+        assert_eq!(s.sends().len(), 40);
+    }
+}
