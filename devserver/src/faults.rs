@@ -57,6 +57,25 @@ pub struct Faults {
     pub epoch_back: u16,
     /// A generated message is an MLS commit (replayed on resume; starts a new epoch).
     pub commit: u16,
+    /// A `sendMessage` request (either API) gets 500 with an empty body and is **not**
+    /// applied.
+    pub send_error: u16,
+    /// A `sendMessage` request's connection is closed before any answer and the request is
+    /// **not** applied.
+    pub send_reset: u16,
+    /// A `sendMessage` request is **applied** (stored, streamed, recorded in
+    /// [`crate::DevServer::sends`]) and then answered 500 with an empty body: the answer is
+    /// lost. A resend with the same `msgId` gets the first answer.
+    pub send_applied_error: u16,
+    /// A `sendMessage` request is **applied** and then its connection is closed before any
+    /// answer (the answer is lost in the network). A resend with the same `msgId` gets the
+    /// first answer.
+    pub send_applied_reset: u16,
+    /// A `sendMessage` request is applied at once and answered after `send_delay` (its
+    /// message may reach streams and pages before the sender has the answer).
+    pub send_slow: u16,
+    /// How slow.
+    pub send_delay: Duration,
     /// The real server's rate limiters (`None`: unlimited). Their 429s are counted as
     /// `rate_limited` (a per-minute quota) and `burst_limited` (the burst limiter).
     pub rate_limits: Option<RateLimits>,
@@ -67,11 +86,11 @@ pub struct Faults {
 pub enum Profile {
     /// No faults.
     Calm,
-    /// A phone on a bad network: drops, reorders, cuts, failing and slow fetches, and the
-    /// real server's quirks now and then.
+    /// A phone on a bad network: drops, reorders, cuts, failing and slow fetches, sends
+    /// failing or losing their answer, and the real server's quirks now and then.
     FlakyMobile,
-    /// Everything, often; `getMessages` tokens are accepted once only; the real server's
-    /// rate limits.
+    /// Everything, often (send faults included); `getMessages` and `sendMessage` tokens are
+    /// accepted once only; the real server's rate limits.
     Hostile,
 }
 
@@ -117,6 +136,12 @@ impl Profile {
                 ephemeral: 10,
                 epoch_back: 5,
                 commit: 20,
+                send_error: 20,
+                send_reset: 10,
+                send_applied_error: 10,
+                send_applied_reset: 20,
+                send_slow: 50,
+                send_delay: ms(1_000),
                 rate_limits: None,
             },
             Profile::Hostile => Faults {
@@ -141,6 +166,12 @@ impl Profile {
                 ephemeral: 20,
                 epoch_back: 20,
                 commit: 40,
+                send_error: 60,
+                send_reset: 40,
+                send_applied_error: 40,
+                send_applied_reset: 60,
+                send_slow: 100,
+                send_delay: ms(2_000),
                 rate_limits: Some(RateLimits::real()),
             },
         }
@@ -172,6 +203,11 @@ pub(crate) enum Topic {
     FetchHang,
     Payload,
     Id,
+    SendError,
+    SendReset,
+    SendAppliedError,
+    SendAppliedReset,
+    SendSlow,
 }
 
 /// The seeded plan.
@@ -207,5 +243,168 @@ impl Plan {
     pub(crate) fn delay(&self, max: Duration, topic: Topic, a: u64, b: u64) -> Duration {
         let ms = (max.as_millis() as u64).max(2);
         Duration::from_millis(ms / 2 + self.value(topic, a, b) % (ms - ms / 2 + 1))
+    }
+}
+
+/// Why [`Faults::set`] refused an assignment.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KnobError {
+    /// Not `knob=value`.
+    #[error("{0:?} is not KNOB=VALUE (e.g. send_error=50 or send_delay=2s)")]
+    NotAnAssignment(String),
+    /// No knob of that name.
+    #[error("no fault knob {0:?}; the knobs are: {knobs}", knobs = Faults::KNOBS.join(", "))]
+    UnknownKnob(String),
+    /// A value the knob cannot take.
+    #[error("{knob}={value:?}: {why}")]
+    BadValue {
+        /// The knob.
+        knob: String,
+        /// The value given.
+        value: String,
+        /// What it should be.
+        why: &'static str,
+    },
+}
+
+impl Faults {
+    /// Every knob [`Faults::set`] knows (rates per mille, then durations).
+    pub const KNOBS: &'static [&'static str] = &[
+        "drop",
+        "duplicate",
+        "reorder",
+        "slow_consumer",
+        "cut",
+        "fetch_error",
+        "fetch_rate_limit",
+        "fetch_slow",
+        "fetch_hang",
+        "hole",
+        "late",
+        "shared_seq",
+        "expire",
+        "ephemeral",
+        "epoch_back",
+        "commit",
+        "send_error",
+        "send_reset",
+        "send_applied_error",
+        "send_applied_reset",
+        "send_slow",
+        "cut_after_max",
+        "slow_delay",
+        "hang",
+        "late_max",
+        "expire_max",
+        "send_delay",
+    ];
+
+    /// Sets one knob from `knob=value` (`-` and `_` alike in the name): a rate per mille
+    /// (`0` to `1000`) or a duration (`humantime`: `800ms`, `2s`), e.g. for a command line's
+    /// `--fault send_applied_reset=100`. The rate limits are not a knob.
+    pub fn set(&mut self, assignment: &str) -> Result<(), KnobError> {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| KnobError::NotAnAssignment(assignment.to_string()))?;
+        let knob = name.trim().replace('-', "_");
+        let value = value.trim();
+        let bad = |why| KnobError::BadValue {
+            knob: knob.clone(),
+            value: value.to_string(),
+            why,
+        };
+        let rate = || -> Result<u16, KnobError> {
+            value
+                .parse::<u16>()
+                .ok()
+                .filter(|r| *r <= 1000)
+                .ok_or_else(|| bad("a rate per mille, 0 to 1000"))
+        };
+        let duration = || -> Result<Duration, KnobError> {
+            humantime::parse_duration(value).map_err(|_| bad("a duration such as 800ms or 2s"))
+        };
+        match knob.as_str() {
+            "drop" => self.drop = rate()?,
+            "duplicate" => self.duplicate = rate()?,
+            "reorder" => self.reorder = rate()?,
+            "slow_consumer" => self.slow_consumer = rate()?,
+            "cut" => self.cut = rate()?,
+            "fetch_error" => self.fetch_error = rate()?,
+            "fetch_rate_limit" => self.fetch_rate_limit = rate()?,
+            "fetch_slow" => self.fetch_slow = rate()?,
+            "fetch_hang" => self.fetch_hang = rate()?,
+            "hole" => self.hole = rate()?,
+            "late" => self.late = rate()?,
+            "shared_seq" => self.shared_seq = rate()?,
+            "expire" => self.expire = rate()?,
+            "ephemeral" => self.ephemeral = rate()?,
+            "epoch_back" => self.epoch_back = rate()?,
+            "commit" => self.commit = rate()?,
+            "send_error" => self.send_error = rate()?,
+            "send_reset" => self.send_reset = rate()?,
+            "send_applied_error" => self.send_applied_error = rate()?,
+            "send_applied_reset" => self.send_applied_reset = rate()?,
+            "send_slow" => self.send_slow = rate()?,
+            "cut_after_max" => self.cut_after_max = duration()?,
+            "slow_delay" => self.slow_delay = duration()?,
+            "hang" => self.hang = duration()?,
+            "late_max" => self.late_max = duration()?,
+            "expire_max" => self.expire_max = duration()?,
+            "send_delay" => self.send_delay = duration()?,
+            _ => return Err(KnobError::UnknownKnob(name.trim().to_string())),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Faults, KnobError, Profile};
+    use std::time::Duration;
+
+    #[test]
+    fn knobs_are_set_by_name() {
+        let mut f = Profile::Calm.faults();
+        f.set("send_applied_reset=100").unwrap();
+        f.set("send-delay=2s").unwrap();
+        f.set(" send_error = 1000 ").unwrap();
+        assert_eq!(f.send_applied_reset, 100);
+        assert_eq!(f.send_delay, Duration::from_secs(2));
+        assert_eq!(f.send_error, 1000);
+        // Every listed knob is settable.
+        for knob in Faults::KNOBS {
+            let value = if knob.ends_with("_max") || knob.ends_with("delay") || *knob == "hang" {
+                "5ms"
+            } else {
+                "1"
+            };
+            f.set(&format!("{knob}={value}")).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_assignments_are_typed_errors() {
+        let mut f = Faults::default();
+        assert!(matches!(
+            f.set("send_error"),
+            Err(KnobError::NotAnAssignment(_))
+        ));
+        assert!(matches!(f.set("nope=1"), Err(KnobError::UnknownKnob(_))));
+        assert!(matches!(
+            f.set("send_error=1001"),
+            Err(KnobError::BadValue { .. })
+        ));
+        assert!(matches!(
+            f.set("send_error=-1"),
+            Err(KnobError::BadValue { .. })
+        ));
+        assert!(matches!(
+            f.set("send_delay=soon"),
+            Err(KnobError::BadValue { .. })
+        ));
+        assert_eq!(f, Faults::default(), "nothing set by a refused assignment");
+        let said = f.set("nope=1").unwrap_err().to_string();
+        assert!(said.contains("send_applied_reset"), "{said}");
     }
 }

@@ -23,8 +23,19 @@
 //! WebSocket (DAG-CBOR frames, a Ping at once and every [`Options::ws_ping`], at most
 //! [`Options::max_sockets`] open, nothing replayed, commits never pushed, no close frame),
 //! `getMessages` (`type=app|all|commit`, newest-first without `sinceSeq`, never `gapInfo`) and
-//! `sendMessage` (same `msgId`, same answer). The socket's faults and what they mean there
-//! are in the `mlschat` module's source.
+//! `sendMessage`. The socket's faults and what they mean there are in the `mlschat` module's
+//! source.
+//!
+//! ## sendMessage
+//!
+//! Both APIs' `sendMessage` share one implementation of the real handlers' rules (the
+//! `send` module's source lists them in order): the `msgId`, ciphertext and `paddedSize`
+//! checks (400), membership (403; see [`DevServer::leave`]), mlsChat's epoch (409), the
+//! same `msgId` answered with the first answer, ephemeral delivery. The send faults
+//! ([`Faults::send_error`], [`Faults::send_reset`], [`Faults::send_applied_error`],
+//! [`Faults::send_applied_reset`], [`Faults::send_slow`]) fail a request before it is
+//! applied, lose the answer of one that was, or answer late. [`DevServer::sends`] lists
+//! every send applied.
 //!
 //! ## Tokens
 //!
@@ -47,26 +58,26 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod conn;
 mod faults;
 mod limits;
 mod mlschat;
+mod send;
 mod state;
 
-pub use faults::{Faults, Plan, Profile};
+pub use faults::{Faults, KnobError, Plan, Profile};
 pub use limits::{Burst, RateLimits, TokenBucket};
-pub use state::{FaultCounts, Send, Sent};
+pub use state::{AppliedSend, FaultCounts, Send, Sent};
 
 use axum::body::Body;
-use axum::extract::{Query, State as AxState};
+use axum::extract::{DefaultBodyLimit, Query, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use faults::Topic;
-use gapless_catbird::message::Ciphertext;
 use gapless_catbird::{GET_MESSAGES, SEND_MESSAGE};
-use serde::Deserialize;
 use state::{key, Live, State};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -179,11 +190,15 @@ impl DevServer {
                 "/xrpc/blue.catbird.mls.streamConvoEvents",
                 get(stream_events),
             )
-            .route(&format!("/xrpc/{SEND_MESSAGE}"), post(send_message))
+            .route(&format!("/xrpc/{SEND_MESSAGE}"), post(send::mls))
             .merge(mlschat::routes())
             .route("/health", get(|| async { "ok" }))
+            // A 10 MiB ciphertext is about 14 MiB of JSON.
+            .layer(DefaultBodyLimit::max(16 << 20))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
+        let app = app.into_make_service_with_connect_info::<conn::Conn>();
+        let listener = conn::Listener(listener);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -278,6 +293,24 @@ impl DevServer {
             .collect();
         all.sort();
         all
+    }
+
+    /// Every `sendMessage` request the server applied (either API), in order: each new
+    /// message a client sent, and each SSE-era ephemeral one. A resend answered from the
+    /// first answer is not listed, nor is a request refused or failed by a fault before it
+    /// was applied; one applied whose answer a fault lost is. With [`DevServer::log`] this
+    /// is the ground truth of "each message exactly once".
+    pub fn sends(&self) -> Vec<AppliedSend> {
+        self.shared.state.lock().expect("state").sends.clone()
+    }
+
+    /// The account leaves the conversation: from now on `getMessages`, streams, tickets
+    /// and `sendMessage` answer 403 for it, as the real server answers a member who left.
+    pub fn leave(&self, convo: &str) {
+        let mut state = self.shared.state.lock().expect("state");
+        if let Some(log) = state.convos.get_mut(convo) {
+            log.member = false;
+        }
     }
 
     /// Messages that were in the log and expired: `(convo, seq, id)`. A client may hold
@@ -397,6 +430,18 @@ fn authorize(
     uri: &Uri,
     nsid: Option<&str>,
 ) -> Result<(), Denied> {
+    let minted = authenticate(shared, headers, uri)?;
+    enforce(shared, &minted, nsid)
+}
+
+/// What a valid token says: `None` for the bare secret, else the minted token's (`lxm`,
+/// nonce).
+pub(crate) type Minted = Option<(String, String)>;
+
+/// The first part of [`authorize`]: the token is there and valid, and the rate limiters
+/// let the request through. A handler that reads its body before the method's own checks
+/// (as the real `sendMessage` handlers do) calls [`enforce`] after.
+fn authenticate(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Result<Minted, Denied> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -416,7 +461,6 @@ fn authorize(
         }
     }
     let secret = &shared.options.secret;
-    // `None`: the bare secret; else the minted token's (lxm, nonce).
     let minted = if token == secret {
         None
     } else {
@@ -424,7 +468,8 @@ fn authorize(
             .strip_prefix(secret.as_str())
             .and_then(|r| r.strip_prefix('.'))
             .ok_or(Denied::Invalid)?;
-        Some(rest.rsplit_once('.').ok_or(Denied::Invalid)?)
+        let (lxm, nonce) = rest.rsplit_once('.').ok_or(Denied::Invalid)?;
+        Some((lxm.to_string(), nonce.to_string()))
     };
     if let Some(limits) = limits {
         let mut state = shared.state.lock().expect("state");
@@ -436,6 +481,12 @@ fn authorize(
             return Err(Denied::LimitedJson);
         }
     }
+    Ok(minted)
+}
+
+/// The method's own checks (the real `enforce_standard`): `lxm` is the method's NSID and,
+/// in `hostile`, the nonce is new (a token used again within 120 s: 401, empty).
+fn enforce(shared: &Shared, minted: &Minted, nsid: Option<&str>) -> Result<(), Denied> {
     let strict = shared.options.profile == Profile::Hostile && nsid.is_some();
     let Some((lxm, nonce)) = minted else {
         return if strict { Err(Denied::Invalid) } else { Ok(()) };
@@ -451,7 +502,7 @@ fn authorize(
             state
                 .used_nonces
                 .retain(|_, t| now.duration_since(*t) < Duration::from_secs(120));
-            if state.used_nonces.insert(nonce.to_string(), now).is_some() {
+            if state.used_nonces.insert(nonce.clone(), now).is_some() {
                 return Err(Denied::Invalid);
             }
         }
@@ -531,7 +582,7 @@ async fn fetch_faults(shared: &Shared, convo: &str) -> Result<(), Response> {
         let mut state = shared.state.lock().expect("state");
         let plan = state.plan;
         let f = state.faults.clone();
-        let Some(log) = state.convos.get_mut(convo) else {
+        let Some(log) = state.member_log(convo) else {
             return Err(StatusCode::FORBIDDEN.into_response());
         };
         let n = log.fetches;
@@ -573,61 +624,6 @@ async fn fetch_faults(shared: &Shared, convo: &str) -> Result<(), Response> {
     Ok(())
 }
 
-// ---- sendMessage ----------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SendBody {
-    convo_id: String,
-    msg_id: Option<String>,
-    ciphertext: Ciphertext,
-    epoch: Option<u64>,
-    delivery: Option<String>,
-}
-
-async fn send_message(
-    AxState(shared): AxState<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    if let Err(d) = authorize(&shared, &headers, &uri, Some(SEND_MESSAGE)) {
-        return d.into_response();
-    }
-    let Ok(req) = serde_json::from_slice::<SendBody>(&body) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    // Like the real server: only `{"$bytes": …}`, a plain string is a 400 (recording 65).
-    if matches!(req.ciphertext, Ciphertext::Plain(_)) {
-        return StatusCode::BAD_REQUEST.into_response();
-    }
-    let Ok(ciphertext) = req.ciphertext.decode(&gapless_catbird::Limits::default()) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    if ciphertext.is_empty() {
-        return StatusCode::BAD_REQUEST.into_response();
-    }
-    let faulty = shared.options.profile != Profile::Calm;
-    let sent = post_message(
-        &shared,
-        &req.convo_id,
-        Send {
-            msg_id: req.msg_id,
-            ciphertext,
-            epoch: req.epoch,
-            ephemeral: req.delivery.as_deref() == Some("ephemeral"),
-            faulty,
-        },
-    );
-    let received = humantime::format_rfc3339_micros(std::time::SystemTime::now())
-        .to_string()
-        .replace('Z', "+00:00");
-    Json(serde_json::json!({
-        "epoch": sent.epoch, "messageId": sent.id, "receivedAt": received, "seq": sent.seq,
-    }))
-    .into_response()
-}
-
 // ---- streamConvoEvents ----------------------------------------------------------------
 
 async fn stream_events(
@@ -655,7 +651,7 @@ async fn stream_events(
             .as_deref()
             .map(|c| state.replay(&convo, c, now))
             .unwrap_or_default();
-        let Some(log) = state.convos.get_mut(&convo) else {
+        let Some(log) = state.member_log(&convo) else {
             return StatusCode::FORBIDDEN.into_response();
         };
         // Subscribe before reading the replay's end: nothing falls between.

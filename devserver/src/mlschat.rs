@@ -25,8 +25,8 @@
 //! as the real server's lagging broadcast does: no `infoEvent`, no gap in the frame seqs.
 
 use crate::faults::{Plan, Topic};
-use crate::state::{key, Grant, Live, Send, State, WsEvent, DEV_DID};
-use crate::{authorize, fetch_faults, schedule_late, text_400, Profile, Shared};
+use crate::state::{key, Grant, Live, State, WsEvent, DEV_DID};
+use crate::{authorize, fetch_faults, text_400, Shared};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, RawQuery, State as AxState};
@@ -36,8 +36,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, SelectAll, StreamExt};
-use gapless_catbird::message::Ciphertext;
-use gapless_catbird::mlschat::is_valid_padded_size;
 use gapless_catbird::realtime::{encode_error_frame, ClientFrame};
 use gapless_catbird::{
     xrpc_path, LEGACY_SUBSCRIBE_CONVO_EVENTS, MLSCHAT_GET_MESSAGES, MLSCHAT_SEND_MESSAGE,
@@ -61,7 +59,10 @@ pub(crate) fn routes() -> Router<Shared> {
         .route(&xrpc_path(MLSCHAT_SUBSCRIBE_EVENTS), get(subscribe))
         .route(&xrpc_path(LEGACY_SUBSCRIBE_CONVO_EVENTS), get(subscribe))
         .route(&xrpc_path(MLSCHAT_GET_MESSAGES), get(get_messages))
-        .route(&xrpc_path(MLSCHAT_SEND_MESSAGE), post(send_message))
+        .route(
+            &xrpc_path(MLSCHAT_SEND_MESSAGE),
+            post(crate::send::mls_chat),
+        )
 }
 
 fn empty(status: StatusCode) -> Response {
@@ -114,7 +115,7 @@ async fn ticket(
     let ticket = {
         let mut state = shared.state.lock().expect("state");
         if let Some(c) = &convo {
-            if !state.convos.contains_key(c) {
+            if state.member_log(c).is_none() {
                 return empty(StatusCode::FORBIDDEN);
             }
         }
@@ -210,7 +211,12 @@ async fn subscribe(
         let convos: Vec<String> = match &grant.convo {
             Some(c) => vec![c.clone()],
             None => {
-                let mut all: Vec<String> = state.convos.keys().cloned().collect();
+                let mut all: Vec<String> = state
+                    .convos
+                    .iter()
+                    .filter(|(_, log)| log.member)
+                    .map(|(c, _)| c.clone())
+                    .collect();
                 all.sort();
                 all
             }
@@ -416,7 +422,7 @@ fn typing(shared: &Shared, convo: &str, is_typing: bool) {
     typing_event(&mut shared.state.lock().expect("state"), convo, is_typing);
 }
 
-fn typing_event(state: &mut State, convo: &str, is_typing: bool) {
+pub(crate) fn typing_event(state: &mut State, convo: &str, is_typing: bool) {
     state.broadcast_ws(
         convo,
         "typingEvent",
@@ -510,106 +516,4 @@ async fn get_messages(
         answer["commits"] = commits.into();
     }
     Json(answer).into_response()
-}
-
-// ---- sendMessage ----------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SendBody {
-    convo_id: String,
-    msg_id: String,
-    ciphertext: Ciphertext,
-    epoch: u64,
-    padded_size: u64,
-    delivery: Option<String>,
-    action: Option<String>,
-    reaction_emoji: Option<String>,
-    target_message_id: Option<String>,
-}
-
-/// `POST sendMessage`, as the real server answers it (README item 16): a stored message
-/// answers `{messageId, receivedAt, seq, epoch}` and a resent `msgId` the same answer again,
-/// emitting nothing; another epoch than the conversation's gets 409; `delivery: ephemeral`
-/// becomes a `typingEvent` (the ciphertext is dropped) and `action: addReaction` /
-/// `removeReaction` a `reactionEvent`, both answering `{success: true, …}`. Like the SSE-era
-/// route, it creates a conversation that does not exist yet.
-async fn send_message(
-    AxState(shared): AxState<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    if let Err(d) = authorize(&shared, &headers, &uri, Some(MLSCHAT_SEND_MESSAGE)) {
-        return d.into_response();
-    }
-    let Ok(req) = serde_json::from_slice::<SendBody>(&body) else {
-        return empty(StatusCode::BAD_REQUEST);
-    };
-    if matches!(req.ciphertext, Ciphertext::Plain(_)) || ![26, 36].contains(&req.msg_id.len()) {
-        return empty(StatusCode::BAD_REQUEST);
-    }
-    let Ok(ciphertext) = req.ciphertext.decode(&gapless_catbird::Limits::default()) else {
-        return empty(StatusCode::BAD_REQUEST);
-    };
-    if req.padded_size != ciphertext.len() as u64 || !is_valid_padded_size(ciphertext.len()) {
-        return empty(StatusCode::BAD_REQUEST);
-    }
-    let convo = req.convo_id.as_str();
-    let mut state = shared.state.lock().expect("state");
-    state.create(convo);
-    if let Some(action) = req.action.as_deref() {
-        let action = match action {
-            "addReaction" => "add",
-            "removeReaction" => "remove",
-            _ => return empty(StatusCode::BAD_REQUEST),
-        };
-        let (Some(reaction), Some(message)) = (req.reaction_emoji, req.target_message_id) else {
-            return empty(StatusCode::BAD_REQUEST);
-        };
-        state.broadcast_ws(
-            convo,
-            "reactionEvent",
-            "#reactionEvent",
-            json!({
-                "did": DEV_DID, "action": action, "convoId": convo,
-                "reaction": reaction, "messageId": message,
-            }),
-        );
-        let reacted_at = humantime::format_rfc3339_nanos(SystemTime::now())
-            .to_string()
-            .replace('Z', "+00:00");
-        return Json(json!({ "success": true, "reactedAt": reacted_at })).into_response();
-    }
-    if req.delivery.as_deref() == Some("ephemeral") {
-        typing_event(&mut state, convo, true);
-        return Json(json!({ "success": true })).into_response();
-    }
-    let log = state.convos.get(convo).expect("created");
-    if let Some(reply) = log.replies.get(&req.msg_id) {
-        return Json(reply.clone()).into_response();
-    }
-    if req.epoch != log.epoch() {
-        return empty(StatusCode::CONFLICT);
-    }
-    let send = Send {
-        msg_id: Some(req.msg_id.clone()),
-        ciphertext,
-        epoch: Some(req.epoch),
-        ephemeral: false,
-        faulty: shared.options.profile != Profile::Calm,
-    };
-    let (sent, late) = state.send(convo, send, Instant::now());
-    let reply = json!({
-        "messageId": sent.id,
-        "receivedAt": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-        "seq": sent.seq,
-        "epoch": sent.epoch,
-    });
-    if let Some(log) = state.convos.get_mut(convo) {
-        log.replies.insert(req.msg_id, reply.clone());
-    }
-    drop(state);
-    schedule_late(&shared, convo, &sent, late);
-    Json(reply).into_response()
 }

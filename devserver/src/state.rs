@@ -176,8 +176,13 @@ pub(crate) struct Log {
     pub(crate) tx: broadcast::Sender<Live>,
     pub(crate) streams_opened: u64,
     pub(crate) fetches: u64,
-    /// mlsChat `sendMessage` answers by `msgId`: a resend gets the first answer again.
-    pub(crate) replies: HashMap<String, serde_json::Value>,
+    /// Stored messages by the client's `msgId` (an index into `stored`): a resend gets
+    /// the first answer again (the real server's per-conversation dedup).
+    pub(crate) by_msg_id: HashMap<String, usize>,
+    /// `sendMessage` requests so far (the send faults' index).
+    pub(crate) send_requests: u64,
+    /// Whether the account is a member (`false`: it left; 403 everywhere).
+    pub(crate) member: bool,
 }
 
 impl Log {
@@ -197,7 +202,9 @@ impl Log {
             tx,
             streams_opened: 0,
             fetches: 0,
-            replies: HashMap::new(),
+            by_msg_id: HashMap::new(),
+            send_requests: 0,
+            member: true,
         }
     }
 }
@@ -215,7 +222,10 @@ pub struct Send {
     pub ephemeral: bool,
     /// Whether server-side faults (holes, late commits, …) may apply. The traffic
     /// generator's messages are subject to them; a client's `sendMessage` is too unless the
-    /// profile is calm.
+    /// profile is calm. A message with a `msg_id` (a client's) is never turned into an
+    /// ephemeral message or a commit, sent an epoch behind or expired: those faults shape
+    /// the generated traffic only, so that every message a client sent stays in
+    /// [`crate::DevServer::log`].
     pub faulty: bool,
 }
 
@@ -269,6 +279,32 @@ pub(crate) struct State {
     pub(crate) open_sockets: usize,
     /// mlsChat sockets opened so far (the plan's index).
     pub(crate) sockets_opened: u64,
+    /// Stored messages by `idempotencyKey`, server-wide as the real server looks them up:
+    /// (conversation, index into its `stored`).
+    pub(crate) idempotency: HashMap<String, (String, usize)>,
+    /// Every `sendMessage` applied, in order (the ground truth of the send tests).
+    pub(crate) sends: Vec<AppliedSend>,
+}
+
+/// A `sendMessage` request the server applied: a new message stored (or, ephemeral,
+/// streamed only). A resend answered from the first is not one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedSend {
+    /// The conversation.
+    pub convo: String,
+    /// The client's `msgId`.
+    pub msg_id: String,
+    /// The server's id of the message (the answer's `messageId`; the `msgId` when
+    /// ephemeral).
+    pub message_id: String,
+    /// Its seq (`0`: ephemeral).
+    pub seq: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// `delivery: ephemeral` on the SSE-era route: streamed, never stored.
+    pub ephemeral: bool,
+    /// The route: `blue.catbird.mls.sendMessage` or `blue.catbird.mlsChat.sendMessage`.
+    pub nsid: &'static str,
 }
 
 /// What a subscription ticket grants.
@@ -331,7 +367,15 @@ impl State {
             tickets: HashMap::new(),
             open_sockets: 0,
             sockets_opened: 0,
+            idempotency: HashMap::new(),
+            sends: Vec::new(),
         }
+    }
+
+    /// The conversation if the account is a member of it (the real server answers 403 for
+    /// an unknown conversation and for one the account left alike).
+    pub(crate) fn member_log(&mut self, convo: &str) -> Option<&mut Log> {
+        self.convos.get_mut(convo).filter(|l| l.member)
     }
 
     pub(crate) fn create(&mut self, convo: &str) {
@@ -351,7 +395,9 @@ impl State {
         let n = log.sent;
         log.sent += 1;
         let roll = |p: u16, t: Topic| req.faulty && plan.roll(p, t, convo_key, n);
-        let ephemeral = req.ephemeral || roll(f.ephemeral, Topic::Ephemeral);
+        // What a message is, the generated traffic's only: a client's stays what it sent.
+        let generated = req.msg_id.is_none();
+        let ephemeral = req.ephemeral || (generated && roll(f.ephemeral, Topic::Ephemeral));
         let mut counts = Vec::new();
         let late = !ephemeral && roll(f.late, Topic::Late);
         let (seq, shares) = if ephemeral {
@@ -374,14 +420,14 @@ impl State {
             (log.max_seq, false)
         };
         let late = late && !shares;
-        let commit = !ephemeral && roll(f.commit, Topic::Commit);
+        let commit = !ephemeral && generated && roll(f.commit, Topic::Commit);
         if commit {
             counts.push("commit");
             log.epoch += 1;
         }
         let epoch = match req.epoch {
             Some(e) => e,
-            None if roll(f.epoch_back, Topic::EpochBack) && log.epoch > 0 => {
+            None if generated && roll(f.epoch_back, Topic::EpochBack) && log.epoch > 0 => {
                 counts.push("epoch_back");
                 log.epoch - 1
             }
@@ -394,13 +440,9 @@ impl State {
                 plan.value(Topic::Id, n, convo_key),
             ),
         };
-        self.next_cursor += 1;
-        let cursor = cursor(
-            self.next_cursor,
-            plan.value(Topic::Payload, self.next_cursor, 0),
-        );
+        let cursor = self.next_sse_cursor();
         let late_by = late.then(|| plan.delay(f.late_max, Topic::LateDelay, convo_key, n));
-        let expires_in = (!ephemeral && roll(f.expire, Topic::Expire))
+        let expires_in = (!ephemeral && generated && roll(f.expire, Topic::Expire))
             .then(|| plan.delay(f.expire_max, Topic::ExpireDelay, convo_key, n));
         if late_by.is_some() {
             counts.push("late");
@@ -431,7 +473,11 @@ impl State {
             None
         } else {
             log.stored.push(stored);
-            Some(log.stored.len() - 1)
+            let index = log.stored.len() - 1;
+            if let Some(m) = &req.msg_id {
+                log.by_msg_id.insert(m.clone(), index);
+            }
+            Some(index)
         };
         if let Some(live) = live {
             let _ = log.tx.send(live);
@@ -447,6 +493,15 @@ impl State {
             expires_in,
         };
         (sent, index.filter(|_| late_by.is_some()))
+    }
+
+    /// The next SSE event cursor.
+    pub(crate) fn next_sse_cursor(&mut self) -> String {
+        self.next_cursor += 1;
+        cursor(
+            self.next_cursor,
+            self.plan.value(Topic::Payload, self.next_cursor, 0),
+        )
     }
 
     /// A late message commits.

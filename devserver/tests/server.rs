@@ -561,9 +561,10 @@ async fn traffic_generator_fills_conversations() {
 #[tokio::test]
 async fn send_message_answers_like_the_real_server() {
     let s = server(Faults::default()).await;
+    s.create_convo("c");
     let client = reqwest::Client::new();
     let url = format!("{}/xrpc/{}", s.base_url(), gapless_catbird::SEND_MESSAGE);
-    let body = r#"{"convoId":"c","msgId":"01M8DMCHZAC3VJJBF6C3H3CEJQ","ciphertext":{"$bytes":"AAEC"},"epoch":0,"paddedSize":3}"#;
+    let body = send_body("01M8DMCHZAC3VJJBF6C3H3CEJQ");
     let r = client
         .post(&url)
         .bearer_auth(token(gapless_catbird::SEND_MESSAGE))
@@ -596,8 +597,18 @@ async fn send_message_answers_like_the_real_server() {
             .ciphertext
             .decode(&Limits::default())
             .unwrap(),
-        vec![0, 1, 2]
+        vec![0x5a; 512]
     );
+}
+
+/// A valid `sendMessage` body: 512 bytes, `paddedSize` 512.
+fn send_body(msg_id: &str) -> String {
+    let ciphertext = gapless_catbird::message::Ciphertext::from_bytes(&[0x5a; 512]);
+    serde_json::json!({
+        "convoId": "c", "msgId": msg_id, "ciphertext": ciphertext,
+        "epoch": 0, "paddedSize": 512,
+    })
+    .to_string()
 }
 
 // ---- rate limits ----------------------------------------------------------------------
@@ -678,7 +689,12 @@ async fn open_stream(client: &reqwest::Client, s: &DevServer, convo: &str) -> re
 }
 
 async fn send(client: &reqwest::Client, s: &DevServer) -> reqwest::Response {
-    let body = r#"{"convoId":"c","msgId":"01M8DMCHZAC3VJJBF6C3H3CEJQ","ciphertext":{"$bytes":"AAEC"},"epoch":0,"paddedSize":3}"#;
+    // Another msgId each time: a resent one would be the same message.
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    let body = send_body(&format!(
+        "01M8DMCHZAC3VJJBF6C3{:06}",
+        SENT.fetch_add(1, Ordering::Relaxed)
+    ));
     client
         .post(format!(
             "{}/xrpc/{}",

@@ -973,6 +973,12 @@ async fn send_message_answers_like_the_real_server() {
     let again = chat_send(&s, &body).await.bytes().await.unwrap();
     assert_eq!(again, first);
     assert_eq!(s.log().len(), 1);
+    assert!(
+        frames_n(&mut ws, 1, Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "a resent msgId emits nothing on the socket"
+    );
     // Another epoch: 409, empty (023). A paddedSize that is not the length: 400.
     let r = chat_send(&s, &send_body("01M8KNDJRA3S4KYCQFQ3PH6FX1", 1)).await;
     assert_eq!(
