@@ -38,9 +38,16 @@ fn the_hot_path_workloads_deliver_every_message() {
 
             let inputs = stream_inputs(&convo, stream, &order, 256);
             let mut out = Vec::new();
-            assert_eq!(run_hot_seed(convo.as_str(), inputs, batch, &mut out), 10_000);
+            assert_eq!(
+                run_hot_seed(convo.as_str(), inputs, batch, &mut out),
+                10_000
+            );
             let seqs: Vec<u64> = out.iter().map(|m| m.seq.0).collect();
-            assert_eq!(seqs, (1..=10_000).collect::<Vec<_>>(), "the seed buffer orders");
+            assert_eq!(
+                seqs,
+                (1..=10_000).collect::<Vec<_>>(),
+                "the seed buffer orders"
+            );
             let inputs = stream_inputs(&convo, stream, &order, 256);
             let mut out = Vec::new();
             assert_eq!(run_hot_floor(inputs, batch, &mut out), 10_000);

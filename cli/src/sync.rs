@@ -114,6 +114,8 @@ struct Tally {
     convos: HashMap<String, Counts>,
     messages: u64,
     skipped: u64,
+    /// All conversations together, as the driver last told it.
+    connection: Option<gapless::Connection>,
 }
 
 impl Tally {
@@ -182,6 +184,7 @@ impl Tally {
             // The warning that led to it was printed; the summary says it again.
             Update::Cleared { convo, reason } => self.counts(convo).cleared = Some(*reason),
             Update::Status { convo, status } => self.counts(convo).status = Some(*status),
+            Update::Connection(state) => self.connection = Some(*state),
             _ => {}
         }
     }
@@ -518,8 +521,12 @@ impl Job<'_> {
     fn record(&self, tally: &mut Tally, update: &Update) {
         tally.record(update, self.print);
         if let Some(bar) = self.bar {
+            let connection = tally
+                .connection
+                .map(|c| format!("{c}; "))
+                .unwrap_or_default();
             bar.set_message(format!(
-                "{} messages, {} skipped",
+                "{connection}{} messages, {} skipped",
                 tally.messages, tally.skipped
             ));
         }

@@ -98,6 +98,9 @@ pub enum Command {
         /// Its status now.
         status: crate::Status,
     },
+    /// All conversations together changed (see [`Connection`](crate::Connection)): for an
+    /// application's banner and a cold start's progress.
+    Connection(crate::Connection),
     /// The server did something it should not have; the machine dealt with it.
     Anomaly {
         /// The conversation.

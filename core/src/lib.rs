@@ -18,6 +18,8 @@
 //! - [`Input`] (`input.rs`) and [`Command`] (`command.rs`): what goes in and comes out.
 //! - [`Config`] (`config.rs`): the tunables and their defaults.
 //! - [`Checkpoint`] (`checkpoint.rs`): what to store to restart without loss.
+//! - [`Status`] (`status.rs`) of a conversation and the [`Connection`] of them all
+//!   (`connection.rs`); the request [`Budget`] they share (`budget.rs`).
 //! - identifiers, [`Time`] and [`Message`] (`types.rs`); errors and [`Anomaly`] (`error.rs`).
 //! - `testkit` (feature `testkit`): a deterministic simulated server and lossy network.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ mod buffer;
 mod checkpoint;
 mod command;
 mod config;
+mod connection;
 mod convo;
 mod error;
 mod input;
@@ -45,6 +48,7 @@ pub use budget::{Budget, Rate};
 pub use checkpoint::{Checkpoint, Known};
 pub use command::{Command, Delivery, FetchRequest, Order};
 pub use config::{Config, MIN_MAX_PAGE_LIMIT};
+pub use connection::Connection;
 pub use error::{Anomaly, ConfigError, InputError};
 pub use input::{
     Failure, Gaps, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,

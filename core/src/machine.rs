@@ -2,6 +2,7 @@
 //! slots shared fairly among them.
 
 use crate::budget::{Buckets, Kind};
+use crate::connection::{Connection, Tally};
 use crate::convo::{Convo, Ctx, FetchState, Priority, Stream};
 use crate::rng::Rng;
 use crate::shared::Shared;
@@ -27,9 +28,11 @@ use std::collections::VecDeque;
 /// let mut m = SyncMachine::new(Config::default()).unwrap();
 /// let t0 = Time::ZERO;
 /// m.handle(t0, Input::Subscribe(Subscription::live("convo"))).unwrap();
-/// // Every command but the status changes (`Command::Status`, for the UI).
+/// // Every command but the status changes (`Command::Status`, `Command::Connection`: for
+/// // the UI).
 /// let mut next = |m: &mut SyncMachine| {
-///     std::iter::from_fn(|| m.poll_command()).find(|c| !matches!(c, Command::Status { .. }))
+///     std::iter::from_fn(|| m.poll_command())
+///         .find(|c| !matches!(c, Command::Status { .. } | Command::Connection(_)))
 /// };
 /// let Some(Command::OpenStream { stream, .. }) = next(&mut m) else { panic!() };
 /// m.handle(t0, Input::StreamOpened { convo: "convo".into(), stream }).unwrap();
@@ -65,6 +68,10 @@ pub struct SyncMachine {
     shared: Shared,
     /// The slot the last input's conversation was found in (see `key`).
     last_slot: u32,
+    /// The conversations' statuses, counted (see `connection.rs`).
+    tally: Tally,
+    /// The connection last told to the application.
+    told_connection: Connection,
 }
 
 /// Counters, for metrics and for tests that count work instead of timing it.
@@ -115,6 +122,8 @@ impl SyncMachine {
             stats: Stats::default(),
             shared: Shared::new(),
             last_slot: 0,
+            tally: Tally::default(),
+            told_connection: Connection::Idle,
         })
     }
 
@@ -138,6 +147,12 @@ impl SyncMachine {
     /// The conversation's status now (see [`Status`](crate::Status)).
     pub fn status(&self, convo: &ConvoId) -> Option<crate::Status> {
         self.get(convo).map(Convo::status)
+    }
+
+    /// All conversations together: online, catching up (how many of how many caught up),
+    /// degraded or offline (and why). O(1).
+    pub fn connection(&self) -> Connection {
+        self.tally.connection()
     }
 
     /// How many subscribed conversations are caught up (for a progress bar on a cold
@@ -192,7 +207,17 @@ impl SyncMachine {
         self.now = self.now.max(now);
         let result = self.dispatch(input);
         self.pump();
+        self.tell_connection();
         result
+    }
+
+    /// Tells the application when the connection as a whole changed.
+    fn tell_connection(&mut self) {
+        let now = self.tally.connection();
+        if now != self.told_connection {
+            self.told_connection = now;
+            self.commands.push_back(Command::Connection(now));
+        }
     }
 
     fn dispatch(&mut self, input: Input) -> Result<(), InputError> {
@@ -386,6 +411,7 @@ impl SyncMachine {
             self.timers.rebuild(live);
         }
         self.pump();
+        self.tell_connection();
     }
 
     // ---- outputs ------------------------------------------------------------------
@@ -500,6 +526,7 @@ impl SyncMachine {
         };
         slot.gen = slot.gen.wrapping_add(1);
         self.free.push(key.slot);
+        self.tally.change(convo.told.as_ref(), None);
         self.index.remove(&convo.id);
         self.buffered_total -= convo.drop_buffer();
         if let FetchState::InFlight { request, .. } = convo.fetch.state {
@@ -558,6 +585,7 @@ impl SyncMachine {
         }
         let status = convo.status();
         if convo.told.is_none_or(|t| !t.same_kind(&status)) {
+            self.tally.change(convo.told.as_ref(), Some(&status));
             convo.told = Some(status);
             self.commands.push_back(Command::Status {
                 convo: convo.id.clone(),

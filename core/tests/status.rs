@@ -95,3 +95,84 @@ fn anomalies_read_as_words() {
         .to_string()
         .starts_with("seq 15 is at epoch 0, below the 1 before it"));
 }
+
+fn connections(h: &Harness) -> Vec<String> {
+    h.commands()
+        .iter()
+        .filter_map(|c| match c {
+            Command::Connection(c) => Some(c.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_connection_counts_conversations_caught_up_and_goes_offline_when_none_reaches_the_server() {
+    let mut h = Harness::new(Config::default());
+    h.subscribe(Subscription::catch_up_only("a"));
+    h.subscribe(Subscription::catch_up_only("b"));
+    assert_eq!(
+        h.machine().connection(),
+        Connection::CatchingUp {
+            behind: 2,
+            total: 2
+        }
+    );
+    let f = h.take_fetch().unwrap();
+    h.answer(&f, vec![]);
+    assert_eq!(
+        connections(&h).last().unwrap(),
+        "catching up, 1 of 2 caught up",
+        "progress of a cold start"
+    );
+    let f = h.take_fetch().unwrap();
+    h.answer(&f, vec![]);
+    assert_eq!(h.machine().connection(), Connection::Online { total: 2 });
+    // The server goes away: every poll fails.
+    h.input("resume all", Input::Resume { convo: None });
+    while let Some(f) = h.take_fetch() {
+        h.fail(&f, Failure::Transient);
+    }
+    assert_eq!(
+        h.machine().connection(),
+        Connection::Offline {
+            reason: Trouble::Unreachable
+        }
+    );
+    assert_eq!(
+        connections(&h).last().unwrap(),
+        "offline (the server cannot be reached)"
+    );
+    // One comes back; the other fails again.
+    h.advance(Duration::from_secs(3));
+    let f = h.take_fetch().unwrap();
+    h.answer(&f, vec![]);
+    if let Some(other) = h.take_fetch() {
+        h.fail(&other, Failure::Transient);
+    }
+    assert!(
+        matches!(
+            h.machine().connection(),
+            Connection::Degraded {
+                retrying: 1,
+                total: 2,
+                ..
+            }
+        ),
+        "{}",
+        h.machine().connection()
+    );
+    h.input(
+        "unsubscribe the other",
+        Input::Unsubscribe {
+            convo: if f.convo.as_str() == "a" {
+                "b".into()
+            } else {
+                "a".into()
+            },
+        },
+    );
+    assert_eq!(h.machine().connection(), Connection::Online { total: 1 });
+    h.input("unsubscribe", Input::Unsubscribe { convo: f.convo });
+    assert_eq!(connections(&h).last().unwrap(), "no conversation");
+}

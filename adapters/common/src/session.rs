@@ -304,6 +304,7 @@ impl<S: Store> Session<S> {
                 }
                 Command::Event { convo, event } => told.push(Update::Event { convo, event }),
                 Command::Status { convo, status } => told.push(Update::Status { convo, status }),
+                Command::Connection(state) => told.push(Update::Connection(state)),
                 Command::Anomaly { convo, anomaly } => {
                     tracing::warn!(%convo, ?anomaly, "server anomaly");
                     told.push(Update::Anomaly { convo, anomaly })

@@ -71,6 +71,10 @@ pub enum Update {
         /// Its status now.
         status: Status,
     },
+    /// All conversations together changed: online, catching up (how many of how many are
+    /// caught up: a cold start's progress), degraded or offline and why. For an
+    /// application's "connecting…" / "offline" banner.
+    Connection(gapless::Connection),
     /// The server did something it should not have; nothing was lost for it.
     Anomaly {
         /// The conversation.
@@ -81,9 +85,9 @@ pub enum Update {
 }
 
 impl Update {
-    /// The conversation.
-    pub fn convo(&self) -> &ConvoId {
-        match self {
+    /// The conversation it is about (`None` for the connection as a whole).
+    pub fn convo(&self) -> Option<&ConvoId> {
+        Some(match self {
             Update::Message { convo, .. }
             | Update::Skipped { convo, .. }
             | Update::Unreachable { convo, .. }
@@ -92,6 +96,7 @@ impl Update {
             | Update::Refused { convo, .. }
             | Update::Status { convo, .. }
             | Update::Anomaly { convo, .. } => convo,
-        }
+            Update::Connection(_) => return None,
+        })
     }
 }

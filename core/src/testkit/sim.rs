@@ -899,7 +899,7 @@ impl Sim {
                 ));
             }
             Command::Anomaly { .. } => self.report.anomalies += 1,
-            Command::Status { .. } => {}
+            Command::Status { .. } | Command::Connection(_) => {}
             Command::Event { .. } => {}
         }
     }

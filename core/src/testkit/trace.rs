@@ -84,6 +84,9 @@ pub fn format_command(command: &Command) -> String {
         Command::Anomaly { convo, anomaly } => {
             let _ = write!(s, "anomaly {convo} {anomaly:?}");
         }
+        Command::Connection(c) => {
+            let _ = write!(s, "connection {c}");
+        }
     }
     s
 }
