@@ -261,3 +261,49 @@ fn a_conversation_brought_into_view_is_fetched_at_once_while_catch_ups_spend_the
     let f = h.take_fetch().expect("a fetch goes at once");
     assert_eq!(f.convo.as_str(), "c7");
 }
+
+#[test]
+fn a_gap_found_while_a_routine_fetch_is_queued_makes_that_fetch_urgent() {
+    // The 500-conversation quota bench: the conversation in view had a routine catch-up
+    // queued behind a cold start when a gap opened; the gap only counted once no fetch was
+    // pending, so it waited for the routine one — 25 s.
+    let config = Config {
+        budget: Budget {
+            fetches: Some(Rate { per_minute: 60 }),
+            ..Budget::default()
+        },
+        ..Config::default()
+    };
+    let mut h = caught_up(config, 300);
+    h.subscribe(Subscription::live("view"));
+    h.open("view");
+    for _ in 0..3 {
+        h.advance(MS(1000));
+        while let Some(f) = h.take_fetch() {
+            h.answer(&f, vec![]);
+        }
+    }
+    // Every conversation wants a routine catch-up; the budget is spent.
+    h.input("resume all", Input::Resume { convo: None });
+    while let Some(f) = h.take_fetch() {
+        h.answer(&f, vec![]);
+    }
+    h.stream("view", Message::new("m1", 1, 1));
+    h.stream("view", Message::new("m3", 3, 1));
+    let gap = h.now();
+    let mut waited = None;
+    for _ in 0..40 {
+        h.advance(MS(250));
+        while let Some(f) = h.take_fetch() {
+            if f.convo.as_str() == "view" && waited.is_none() {
+                waited = Some(h.now().since(gap));
+            }
+            h.answer(&f, vec![]);
+        }
+        if waited.is_some() {
+            break;
+        }
+    }
+    let waited = waited.expect("the gap is fetched within 10 s");
+    assert!(waited <= MS(750), "gap_wait, then at once: {waited:?}");
+}

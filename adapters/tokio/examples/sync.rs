@@ -41,6 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(Update::Cleared { convo, reason }) => println!("{convo}: {reason:?}"),
                 // "catching up", "caught up (seq N)", "waiting to retry (why), next try at…".
                 Some(Update::Status { convo, status }) => println!("{convo}: {status}"),
+                // All of them: "catching up, 120 of 300 caught up", "offline (why)".
+                Some(Update::Connection(state)) => println!("{state}"),
                 // Reactions, typing, info events; anomalies the server caused.
                 Some(_) => {}
                 None => break,

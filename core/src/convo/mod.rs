@@ -780,10 +780,13 @@ impl Convo {
         self.stream.deadline(config)
     }
 
-    /// When an open gap (after `gap_wait`) or a suspected hole (after `hole_grace`) needs a
-    /// fetch; only while no fetch is pending.
+    /// When an open gap (after `gap_wait`) or a suspected hole (after `hole_grace`) needs an
+    /// urgent fetch: while no fetch is pending, or while one waits in a less urgent queue
+    /// (a routine catch-up queued behind a cold start must not hold a gap back).
     fn settle_deadline(&self, config: &Config) -> Option<Time> {
-        if !self.fetch_settled() {
+        let queued_late =
+            self.fetch.state == FetchState::Queued && self.fetch.queued_as < Priority::Urgent;
+        if !self.fetch_settled() && !queued_late {
             return None;
         }
         let a = self.active.as_ref()?;
