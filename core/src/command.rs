@@ -63,8 +63,6 @@ pub enum Command {
         from: Seq,
         /// Last missing seq.
         to: Seq,
-        /// The checkpoint once this is stored.
-        checkpoint: Checkpoint,
     },
     /// These seqs could not be reached: every page that could show them was filled, in the
     /// server's `(epoch, seq)` order, by messages of other seqs, and no answer proved them
@@ -79,7 +77,16 @@ pub enum Command {
         from: Seq,
         /// Last seq.
         to: Seq,
-        /// The checkpoint once this is stored.
+    },
+    /// The conversation's checkpoint once the deliveries, skipped and unreachable ranges
+    /// before this command are stored: store it with them, in the same transaction. One
+    /// follows every run of them (not every message); a restarted machine given the last
+    /// one stored goes on from there without loss (what it fetches again, the store
+    /// already has).
+    Checkpoint {
+        /// The conversation.
+        convo: ConvoId,
+        /// Its checkpoint.
         checkpoint: Checkpoint,
     },
     /// The conversation can no longer be synced; it was unsubscribed and its buffer
@@ -153,6 +160,4 @@ pub struct Delivery {
     pub message: Message,
     /// Where it stands.
     pub order: Order,
-    /// The checkpoint once this message is stored.
-    pub checkpoint: Checkpoint,
 }

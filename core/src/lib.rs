@@ -35,6 +35,7 @@ mod convo;
 mod error;
 mod input;
 mod machine;
+mod queue;
 mod rng;
 mod shared;
 mod status;

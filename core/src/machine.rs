@@ -62,7 +62,7 @@ pub struct SyncMachine {
     next_request: u64,
     next_stream: u64,
     buffered_total: usize,
-    commands: VecDeque<Command>,
+    commands: crate::queue::Queue,
     stats: Stats,
     /// The one stream of every live conversation, with `Config::shared_stream`.
     shared: Shared,
@@ -118,7 +118,7 @@ impl SyncMachine {
             next_request: 0,
             next_stream: 0,
             buffered_total: 0,
-            commands: VecDeque::new(),
+            commands: crate::queue::Queue::default(),
             stats: Stats::default(),
             shared: Shared::new(),
             last_slot: 0,
@@ -216,7 +216,7 @@ impl SyncMachine {
         let now = self.tally.connection();
         if now != self.told_connection {
             self.told_connection = now;
-            self.commands.push_back(Command::Connection(now));
+            self.commands.push(Command::Connection(now));
         }
     }
 
@@ -419,7 +419,17 @@ impl SyncMachine {
     /// The next command, if any. Drain until `None` after every input.
     #[must_use]
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
+        let crate::queue::Popped { mut command, mark } = self.commands.pop()?;
+        if let Some((at, key)) = mark {
+            // A checkpoint mark still valid: written now (see `queue.rs`).
+            if let Some(c) = live(&mut self.slots, key).filter(|c| c.mark == Some(at)) {
+                c.mark = None;
+                if let Command::Checkpoint { checkpoint, .. } = &mut command {
+                    *checkpoint = c.cp.clone();
+                }
+            }
+        }
+        Some(command)
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next (`None`: nothing is
@@ -484,6 +494,7 @@ impl SyncMachine {
             config,
             now: *now,
             commands,
+            key,
             buffered_total,
             rng,
             next_stream,
@@ -526,6 +537,8 @@ impl SyncMachine {
         };
         slot.gen = slot.gen.wrapping_add(1);
         self.free.push(key.slot);
+        // What was delivered keeps its checkpoint.
+        self.commands.freeze(&mut convo.mark, &convo.cp);
         self.tally.change(convo.told.as_ref(), None);
         self.index.remove(&convo.id);
         self.buffered_total -= convo.drop_buffer();
@@ -533,7 +546,7 @@ impl SyncMachine {
             self.inflight.remove(&request);
         }
         if let Stream::Opening { id, .. } | Stream::Open { id, .. } = convo.stream {
-            self.commands.push_back(Command::CloseStream {
+            self.commands.push(Command::CloseStream {
                 convo: convo.id.clone(),
                 stream: id,
             });
@@ -543,14 +556,14 @@ impl SyncMachine {
             self.shared.members = self.shared.members.saturating_sub(1);
             if self.shared.members == 0 {
                 if let Some(stream) = self.shared.current() {
-                    self.commands.push_back(Command::CloseShared { stream });
+                    self.commands.push(Command::CloseShared { stream });
                 }
                 self.shared.state = Stream::Off;
                 self.shared.rejoin_at = None;
             }
         }
         if let Some(reason) = reason {
-            self.commands.push_back(Command::Clear {
+            self.commands.push(Command::Clear {
                 convo: convo.id,
                 reason,
             });
@@ -587,7 +600,7 @@ impl SyncMachine {
         if convo.told.is_none_or(|t| !t.same_kind(&status)) {
             self.tally.change(convo.told.as_ref(), Some(&status));
             convo.told = Some(status);
-            self.commands.push_back(Command::Status {
+            self.commands.push(Command::Status {
                 convo: convo.id.clone(),
                 status,
             });
@@ -666,8 +679,7 @@ impl SyncMachine {
             .filter(|c| matches!(c.stream, Stream::Shared { .. }))
             .map(|c| c.id.clone())
             .collect();
-        self.commands
-            .push_back(Command::OpenShared { stream, convos });
+        self.commands.push(Command::OpenShared { stream, convos });
     }
 
     /// The connection ended (or is given up): every conversation on it rechecks what was
@@ -692,20 +704,20 @@ impl SyncMachine {
         match self.shared.state {
             Stream::Waiting { at, attempts } if at <= now => self.shared_open(attempts),
             Stream::Opening { id, since, .. } if since + self.config.idle_timeout <= now => {
-                self.commands.push_back(Command::CloseShared { stream: id });
+                self.commands.push(Command::CloseShared { stream: id });
                 self.shared_wait();
             }
             Stream::Open {
                 id, last_activity, ..
             } if last_activity + self.config.idle_timeout <= now => {
-                self.commands.push_back(Command::CloseShared { stream: id });
+                self.commands.push(Command::CloseShared { stream: id });
                 self.shared_wait();
             }
             Stream::Opening { id, attempts, .. } | Stream::Open { id, attempts, .. }
                 if self.shared.rejoin_at.is_some_and(|t| t <= now) =>
             {
                 // Cover the conversations that joined: a new connection, caught up anew.
-                self.commands.push_back(Command::CloseShared { stream: id });
+                self.commands.push(Command::CloseShared { stream: id });
                 self.for_members(|c, cx| c.shared_closed(cx));
                 self.shared_open(attempts);
             }
@@ -807,7 +819,7 @@ impl SyncMachine {
             self.next_request += 1;
             self.stats.fetches += 1;
             self.inflight.insert(id, key);
-            self.commands.push_back(Command::Fetch(request));
+            self.commands.push(Command::Fetch(request));
         }
     }
 }

@@ -276,28 +276,15 @@ impl<S: Store> Session<S> {
                         })
                     }
                 }
-                Command::Unreachable {
-                    convo,
-                    from,
-                    to,
-                    checkpoint,
-                } => self.batch.push(Write::Unreachable {
-                    convo,
-                    from,
-                    to,
-                    checkpoint,
-                }),
-                Command::Skipped {
-                    convo,
-                    from,
-                    to,
-                    checkpoint,
-                } => self.batch.push(Write::Skipped {
-                    convo,
-                    from,
-                    to,
-                    checkpoint,
-                }),
+                Command::Unreachable { convo, from, to } => {
+                    self.batch.push(Write::Unreachable { convo, from, to })
+                }
+                Command::Skipped { convo, from, to } => {
+                    self.batch.push(Write::Skipped { convo, from, to })
+                }
+                Command::Checkpoint { convo, checkpoint } => {
+                    self.batch.push(Write::Checkpoint { convo, checkpoint })
+                }
                 Command::Clear { convo, reason } => {
                     tracing::warn!(%convo, ?reason, "conversation cleared");
                     self.batch.push(Write::Cleared { convo, reason })
@@ -317,6 +304,8 @@ impl<S: Store> Session<S> {
         }
         for write in self.batch.drain(..) {
             step.updates.push(match write {
+                // Stored with the rest: nothing to tell.
+                Write::Checkpoint { .. } => continue,
                 Write::Message { delivery, .. } => {
                     if delivery.order != Order::Ephemeral {
                         self.committed += 1;
@@ -370,10 +359,6 @@ mod tests {
             convo: "c".into(),
             message: Message::new("old", 5, 1),
             order: Order::InOrder,
-            checkpoint: Checkpoint {
-                seq: Seq(5),
-                ..Checkpoint::default()
-            },
         };
         store
             .commit(&[Write::Message {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// One thing to store, in the order the machine produced it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
-    /// A delivered message and the checkpoint true once it is stored. An ephemeral message
-    /// (`Order::Ephemeral`, seq 0) is never stored; its checkpoint did not move.
+    /// A delivered message. An ephemeral message (`Order::Ephemeral`, seq 0) is never
+    /// stored.
     Message {
         /// The delivery.
         delivery: Delivery,
@@ -22,8 +22,6 @@ pub enum Write {
         from: Seq,
         /// Last skipped seq.
         to: Seq,
-        /// The checkpoint true once this is stored.
-        checkpoint: Checkpoint,
     },
     /// Seqs `from..=to` no page could show (see `Command::Unreachable`): passed, not
     /// proven empty; a message found there later is stored as usual (`Order::Late`).
@@ -34,7 +32,13 @@ pub enum Write {
         from: Seq,
         /// Last seq.
         to: Seq,
-        /// The checkpoint true once this is stored.
+    },
+    /// The conversation's checkpoint, true once the writes before it are stored (one
+    /// follows every run of them: `Command::Checkpoint`).
+    Checkpoint {
+        /// The conversation.
+        convo: ConvoId,
+        /// The checkpoint.
         checkpoint: Checkpoint,
     },
     /// The conversation can no longer be synced.
@@ -53,6 +57,7 @@ impl Write {
             Write::Message { delivery, .. } => &delivery.convo,
             Write::Skipped { convo, .. }
             | Write::Unreachable { convo, .. }
+            | Write::Checkpoint { convo, .. }
             | Write::Cleared { convo, .. } => convo,
         }
     }
@@ -62,15 +67,10 @@ impl Write {
         !matches!(self, Write::Message { delivery, .. } if delivery.order == Order::Ephemeral)
     }
 
-    /// The checkpoint it moves its conversation to, if it moves it.
+    /// The checkpoint it moves its conversation to, if it is one.
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
         match self {
-            Write::Message { delivery, .. } if delivery.order != Order::Ephemeral => {
-                Some(&delivery.checkpoint)
-            }
-            Write::Skipped { checkpoint, .. } | Write::Unreachable { checkpoint, .. } => {
-                Some(checkpoint)
-            }
+            Write::Checkpoint { checkpoint, .. } => Some(checkpoint),
             _ => None,
         }
     }
@@ -201,6 +201,7 @@ impl Store for MemoryStore {
                 Write::Skipped { from, to, .. } => convo.skipped.push((*from, *to)),
                 Write::Unreachable { from, to, .. } => convo.unreachable.push((*from, *to)),
                 Write::Cleared { reason, .. } => convo.cleared = Some(*reason),
+                Write::Checkpoint { .. } => {}
             }
         }
         Ok(())

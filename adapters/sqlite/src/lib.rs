@@ -233,6 +233,8 @@ impl SqliteStore {
                             EMPTY_CHECKPOINT
                         ])?;
                     }
+                    // Saved below: the last of each conversation's.
+                    Write::Checkpoint { .. } => {}
                 }
             }
             // Only the last checkpoint of each conversation in the batch counts.

@@ -10,7 +10,7 @@ fn cp(seq: u64, ids: &[&str]) -> Checkpoint {
     }
 }
 
-fn deliver(convo: &str, id: &str, seq: u64, order: Order, checkpoint: Checkpoint) -> Write {
+fn message(convo: &str, id: &str, seq: u64, order: Order) -> Write {
     let mut message = Message::new(id, seq, 1);
     message.payload = id.as_bytes().to_vec();
     Write::Message {
@@ -18,10 +18,20 @@ fn deliver(convo: &str, id: &str, seq: u64, order: Order, checkpoint: Checkpoint
             convo: ConvoId::from(convo),
             message,
             order,
-            checkpoint,
         },
         received_at_ms: 1,
     }
+}
+
+/// A delivery and the checkpoint the machine hands out after it.
+fn deliver(convo: &str, id: &str, seq: u64, order: Order, checkpoint: Checkpoint) -> [Write; 2] {
+    [
+        message(convo, id, seq, order),
+        Write::Checkpoint {
+            convo: ConvoId::from(convo),
+            checkpoint,
+        },
+    ]
 }
 
 fn ids(store: &SqliteStore) -> Vec<(String, u64, String)> {
@@ -36,15 +46,18 @@ fn ids(store: &SqliteStore) -> Vec<(String, u64, String)> {
 #[test]
 fn a_batch_is_stored_idempotently_by_id_with_shared_seqs_and_without_ephemerals() {
     let mut store = SqliteStore::open_in_memory().unwrap();
-    let batch = vec![
+    let batch = [
         deliver("c", "a", 1, Order::InOrder, cp(1, &["a"])),
         deliver("c", "b", 2, Order::InOrder, cp(2, &["b"])),
         deliver("c", "b2", 2, Order::SharesSeq, cp(2, &["b", "b2"])),
-        deliver("c", "eph", 0, Order::Ephemeral, cp(2, &["b", "b2"])),
-    ];
+    ]
+    .concat();
     store.commit(&batch).unwrap();
+    store
+        .commit(&[message("c", "eph", 0, Order::Ephemeral)])
+        .unwrap();
     // Redelivered: a no-op, not an error, and not a second row.
-    store.commit(&batch[..2]).unwrap();
+    store.commit(&batch[..4]).unwrap();
     assert_eq!(
         ids(&store),
         vec![
@@ -68,20 +81,22 @@ fn skips_clears_and_checkpoints_survive_reopening_the_file() {
     {
         let mut store = SqliteStore::open(&path).unwrap();
         store
-            .commit(&[
-                deliver("c", "a", 1, Order::InOrder, cp(1, &["a"])),
-                Write::Skipped {
-                    convo: "c".into(),
-                    from: Seq(2),
-                    to: Seq(3),
-                    checkpoint: cp(3, &[]),
-                },
-                deliver("c", "d", 4, Order::InOrder, cp(4, &["d"])),
-                Write::Cleared {
-                    convo: "gone".into(),
-                    reason: Permanent::NotMember,
-                },
-            ])
+            .commit(
+                &[
+                    &deliver("c", "a", 1, Order::InOrder, cp(1, &["a"]))[..],
+                    &[Write::Skipped {
+                        convo: "c".into(),
+                        from: Seq(2),
+                        to: Seq(3),
+                    }],
+                    &deliver("c", "d", 4, Order::InOrder, cp(4, &["d"])),
+                    &[Write::Cleared {
+                        convo: "gone".into(),
+                        reason: Permanent::NotMember,
+                    }],
+                ]
+                .concat(),
+            )
             .unwrap();
     }
     let mut store = SqliteStore::open(&path).unwrap();
@@ -101,7 +116,7 @@ fn skips_clears_and_checkpoints_survive_reopening_the_file() {
 fn load_gives_back_the_newest_window_and_everything_from_recheck_from() {
     let mut store = SqliteStore::open_in_memory().unwrap();
     let batch: Vec<Write> = (1..=100)
-        .map(|s| {
+        .flat_map(|s| {
             let id = format!("m{s}");
             let mut checkpoint = cp(s, &[id.as_str()]);
             checkpoint.recheck_from = Some(Seq(40));
@@ -116,7 +131,7 @@ fn load_gives_back_the_newest_window_and_everything_from_recheck_from() {
     let mut last = cp(101, &["m101"]);
     last.recheck_from = None;
     store
-        .commit(&[deliver("c", "m101", 101, Order::InOrder, last)])
+        .commit(&deliver("c", "m101", 101, Order::InOrder, last))
         .unwrap();
     let restored = store.load(&"c".into(), 10).unwrap().unwrap();
     let seqs: Vec<u64> = restored.recent.iter().map(|k| k.seq.0).collect();
@@ -129,7 +144,7 @@ fn a_corrupt_checkpoint_is_a_typed_error_not_a_panic() {
     let path = dir.path().join("g.db");
     SqliteStore::open(&path)
         .unwrap()
-        .commit(&[deliver("c", "a", 1, Order::InOrder, cp(1, &["a"]))])
+        .commit(&deliver("c", "a", 1, Order::InOrder, cp(1, &["a"])))
         .unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute("UPDATE checkpoints SET checkpoint = '{\"seq\": \"x\"}'", [])
@@ -144,14 +159,17 @@ fn a_corrupt_checkpoint_is_a_typed_error_not_a_panic() {
 fn a_failed_batch_stores_nothing_of_itself() {
     let mut store = SqliteStore::open_in_memory().unwrap();
     store
-        .commit(&[deliver("c", "a", 1, Order::InOrder, cp(1, &["a"]))])
+        .commit(&deliver("c", "a", 1, Order::InOrder, cp(1, &["a"])))
         .unwrap();
     // A trigger makes the third write of the next batch fail.
     store.debug_execute("CREATE TRIGGER no_c AFTER INSERT ON messages WHEN NEW.id = 'c' BEGIN SELECT RAISE(ABORT, 'refused'); END").unwrap();
-    let err = store.commit(&[
-        deliver("c", "b", 2, Order::InOrder, cp(2, &["b"])),
-        deliver("c", "c", 3, Order::InOrder, cp(3, &["c"])),
-    ]);
+    let err = store.commit(
+        &[
+            deliver("c", "b", 2, Order::InOrder, cp(2, &["b"])),
+            deliver("c", "c", 3, Order::InOrder, cp(3, &["c"])),
+        ]
+        .concat(),
+    );
     assert!(err.is_err());
     assert_eq!(ids(&store), vec![("c".into(), 1, "a".into())]);
     assert_eq!(store.summaries().unwrap()[0].checkpoint, cp(1, &["a"]));
@@ -162,18 +180,20 @@ fn unreachable_ranges_are_stored_and_the_store_answers_whether_it_has_an_id() {
     let mut store = SqliteStore::open_in_memory().unwrap();
     let c = ConvoId::from("c");
     store
-        .commit(&[
-            deliver("c", "a", 1, Order::InOrder, cp(1, &["a"])),
-            Write::Unreachable {
-                convo: c.clone(),
-                from: Seq(2),
-                to: Seq(4),
-                checkpoint: cp(4, &[]),
-            },
-            deliver("c", "e", 5, Order::InOrder, cp(5, &["e"])),
-            // Found later inside the unreachable range.
-            deliver("c", "c3", 3, Order::Late, cp(5, &["e"])),
-        ])
+        .commit(
+            &[
+                &deliver("c", "a", 1, Order::InOrder, cp(1, &["a"]))[..],
+                &[Write::Unreachable {
+                    convo: c.clone(),
+                    from: Seq(2),
+                    to: Seq(4),
+                }],
+                &deliver("c", "e", 5, Order::InOrder, cp(5, &["e"])),
+                // Found later inside the unreachable range.
+                &deliver("c", "c3", 3, Order::Late, cp(5, &["e"])),
+            ]
+            .concat(),
+        )
         .unwrap();
     assert!(store.contains(&c, &"c3".into()).unwrap());
     assert!(!store.contains(&c, &"nope".into()).unwrap());

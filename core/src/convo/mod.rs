@@ -45,7 +45,9 @@ const UNREACHABLE_LOOKS: u32 = 5;
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,
     pub(crate) now: Time,
-    pub(crate) commands: &'a mut VecDeque<Command>,
+    pub(crate) commands: &'a mut crate::queue::Queue,
+    /// The conversation's key (for the checkpoint marks of `queue.rs`).
+    pub(crate) key: crate::timers::Key,
     pub(crate) buffered_total: &'a mut usize,
     pub(crate) rng: &'a mut Rng,
     pub(crate) next_stream: &'a mut u64,
@@ -71,7 +73,7 @@ impl Ctx<'_> {
     }
 
     fn anomaly(&mut self, convo: &ConvoId, anomaly: Anomaly) {
-        self.commands.push_back(Command::Anomaly {
+        self.commands.push(Command::Anomaly {
             convo: convo.clone(),
             anomaly,
         });
@@ -269,6 +271,9 @@ pub(crate) struct Convo {
     pub(crate) told: Option<crate::Status>,
     /// Why the stream last failed, while it waits to reopen.
     stream_trouble: Option<crate::Trouble>,
+    /// Where the checkpoint mark that follows its last delivery waits in the command queue
+    /// (see `queue.rs`).
+    pub(crate) mark: Option<u64>,
     /// The fingerprint of the checkpoint's id when it holds one delivered in order (so the
     /// window need not compute it again when the checkpoint moves on).
     cp_fp: Option<u64>,
@@ -353,6 +358,7 @@ impl Convo {
             told: None,
             stream_trouble: None,
             cp_fp: None,
+            mark: None,
             active,
         };
         if !live || config.shared_stream {
@@ -590,7 +596,7 @@ impl Convo {
             since: cx.now,
             attempts,
         };
-        cx.commands.push_back(Command::OpenStream {
+        cx.commands.push(Command::OpenStream {
             convo: self.id.clone(),
             stream: id,
             cursor: self.cp.cursor.clone(),
@@ -706,7 +712,7 @@ impl Convo {
                     // The server dropped events for us.
                     self.catch_up(cx.config, Priority::CatchUp);
                 }
-                cx.commands.push_back(Command::Event {
+                cx.commands.push(Command::Event {
                     convo: self.id.clone(),
                     event,
                 });
@@ -871,7 +877,7 @@ impl Convo {
     }
 
     fn close_silent_stream(&mut self, cx: &mut Ctx, stream: StreamId) {
-        cx.commands.push_back(Command::CloseStream {
+        cx.commands.push(Command::CloseStream {
             convo: self.id.clone(),
             stream,
         });

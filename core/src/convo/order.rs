@@ -151,7 +151,14 @@ impl Convo {
     }
 
     fn deliver(&mut self, cx: &mut Ctx, message: Message, order: Order) {
-        if message.seq == self.cp.seq && order != Order::Ephemeral {
+        let sequenced = order != Order::Ephemeral;
+        // The checkpoint changes (see `queue.rs`): a checkpoint follows the delivery.
+        let mark = if sequenced {
+            cx.commands.unmark(&mut self.mark, &self.cp)
+        } else {
+            None
+        };
+        if message.seq == self.cp.seq && sequenced {
             // Another id at the checkpoint's seq.
             self.cp_fp = None;
         }
@@ -191,12 +198,14 @@ impl Convo {
             }
             Order::Ephemeral => {}
         }
-        cx.commands.push_back(Command::Deliver(Delivery {
+        cx.commands.push(Command::Deliver(Delivery {
             convo: self.id.clone(),
             message,
             order,
-            checkpoint: self.cp.clone(),
         }));
+        if sequenced {
+            cx.commands.mark(cx.key, &mut self.mark, &self.id, mark);
+        }
     }
 
     /// Moves the checkpoint to `seq`, remembering the ids delivered at the old one.
@@ -299,18 +308,20 @@ impl Convo {
 
     /// The server proved `from..=to` empty: move past it.
     pub(super) fn skip(&mut self, cx: &mut Ctx, from: Seq, to: Seq) {
+        let mark = cx.commands.unmark(&mut self.mark, &self.cp);
         self.advance_to(cx.config, to);
-        cx.commands.push_back(Command::Skipped {
+        cx.commands.push(Command::Skipped {
             convo: self.id.clone(),
             from,
             to,
-            checkpoint: self.cp.clone(),
         });
+        cx.commands.mark(cx.key, &mut self.mark, &self.id, mark);
     }
 
     /// No page could show `from..=to`: move past it, say so, and keep asking on a slow
     /// schedule.
     pub(super) fn unreachable(&mut self, cx: &mut Ctx, from: Seq, to: Seq) {
+        let mark = cx.commands.unmark(&mut self.mark, &self.cp);
         self.advance_to(cx.config, to);
         let next_try = cx.now + cx.config.unreachable_retry;
         self.track(Unreached {
@@ -320,12 +331,12 @@ impl Convo {
             tries: 0,
             at: from,
         });
-        cx.commands.push_back(Command::Unreachable {
+        cx.commands.push(Command::Unreachable {
             convo: self.id.clone(),
             from,
             to,
-            checkpoint: self.cp.clone(),
         });
+        cx.commands.mark(cx.key, &mut self.mark, &self.id, mark);
     }
 
     /// Keeps asking for a range on a slow schedule.

@@ -68,6 +68,7 @@ impl Harness {
             }
             self.commands.push(c);
         }
+        self.checker.drained();
     }
 
     /// Feeds any input, recorded as `note`.
@@ -206,6 +207,17 @@ impl Harness {
     /// Every delivery so far.
     pub fn deliveries(&self) -> &[Delivery] {
         &self.delivered
+    }
+
+    /// The conversation's last checkpoint handed out (what a store holds now).
+    pub fn checkpoint(&self, convo: &str) -> Option<&crate::Checkpoint> {
+        self.commands.iter().rev().find_map(|c| match c {
+            Command::Checkpoint {
+                convo: c,
+                checkpoint,
+            } if c.as_str() == convo => Some(checkpoint),
+            _ => None,
+        })
     }
 
     /// Every command so far.

@@ -180,19 +180,15 @@ impl OpRunner {
                     if !s.ids.insert(d.message.id.clone()) && d.order == Order::Late {
                         continue;
                     }
-                    s.cp = d.checkpoint;
                     s.recent
                         .push(Known::new(d.message.seq, d.message.id, d.message.epoch));
                     if s.recent.len() > 256 {
                         s.recent.drain(..128);
                     }
                 }
-                Command::Skipped {
-                    convo, checkpoint, ..
+                Command::Checkpoint { convo, checkpoint } => {
+                    self.store.entry(convo).or_default().cp = checkpoint
                 }
-                | Command::Unreachable {
-                    convo, checkpoint, ..
-                } => self.store.entry(convo).or_default().cp = checkpoint,
                 Command::Clear { convo, .. } => {
                     self.fetches.retain(|f| f.convo != convo);
                     self.store.remove(&convo);
@@ -201,6 +197,7 @@ impl OpRunner {
                 _ => {}
             }
         }
+        self.checker.drained();
         let total = self.machine.buffered_total();
         if total > self.config.max_buffered_total {
             self.checker.violation(format!("{total} buffered in all"));

@@ -750,6 +750,7 @@ impl Sim {
             self.checker.command(&command);
             self.command(command);
         }
+        self.checker.drained();
         let total = self.machine.buffered_total();
         let cfg = &self.cfg.machine;
         if total > cfg.max_buffered_total {
@@ -850,7 +851,6 @@ impl Sim {
                 if d.order != Order::Ephemeral {
                     let store = &mut self.store[c];
                     store.ids.insert(d.message.id.clone());
-                    store.cp = d.checkpoint;
                     store
                         .recent
                         .push(Known::new(d.message.seq, d.message.id, d.message.epoch));
@@ -859,14 +859,11 @@ impl Sim {
                     }
                 }
             }
-            Command::Skipped {
-                convo,
-                from,
-                to,
-                checkpoint,
-            } => {
+            Command::Checkpoint { convo, checkpoint } => {
                 let c = self.index[&convo];
                 self.store[c].cp = checkpoint;
+            }
+            Command::Skipped { convo, from, to } => {
                 self.report.skipped += 1;
                 // The fetch that confirmed it was answered at most a round trip ago.
                 let slack = Duration::from_millis(2 * self.cfg.faults.fetch_delay_ms + 20);
@@ -886,13 +883,7 @@ impl Sim {
                     }
                 }
             }
-            Command::Unreachable {
-                convo, checkpoint, ..
-            } => {
-                let c = self.index[&convo];
-                self.store[c].cp = checkpoint;
-                self.report.unreachable += 1;
-            }
+            Command::Unreachable { .. } => self.report.unreachable += 1,
             Command::Clear { convo, reason } => {
                 self.checker.violation(format!(
                     "{convo}: cleared ({reason:?}) though the server never refused"

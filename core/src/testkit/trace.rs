@@ -43,8 +43,8 @@ pub fn format_command(command: &Command) -> String {
             };
             let _ = write!(
                 s,
-                "deliver {} seq={} id={}{tag} -> cp={}",
-                d.convo, d.message.seq, d.message.id, d.checkpoint.seq
+                "deliver {} seq={} id={}{tag}",
+                d.convo, d.message.seq, d.message.id
             );
         }
         Command::Event { convo, event } => {
@@ -55,25 +55,14 @@ pub fn format_command(command: &Command) -> String {
             };
             let _ = write!(s, "event {convo} {kind}");
         }
-        Command::Skipped {
-            convo,
-            from,
-            to,
-            checkpoint,
-        } => {
-            let _ = write!(s, "skipped {convo} {from}..={to} -> cp={}", checkpoint.seq);
+        Command::Skipped { convo, from, to } => {
+            let _ = write!(s, "skipped {convo} {from}..={to}");
         }
-        Command::Unreachable {
-            convo,
-            from,
-            to,
-            checkpoint,
-        } => {
-            let _ = write!(
-                s,
-                "unreachable {convo} {from}..={to} -> cp={}",
-                checkpoint.seq
-            );
+        Command::Unreachable { convo, from, to } => {
+            let _ = write!(s, "unreachable {convo} {from}..={to}");
+        }
+        Command::Checkpoint { convo, checkpoint } => {
+            let _ = write!(s, "checkpoint {convo} cp={}", checkpoint.seq);
         }
         Command::Clear { convo, reason } => {
             let _ = write!(s, "clear {convo} {reason:?}");
