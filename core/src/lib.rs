@@ -18,6 +18,8 @@
 //! - [`Input`] (`input.rs`) and [`Command`] (`command.rs`): what goes in and comes out.
 //! - [`Config`] (`config.rs`): the tunables and their defaults.
 //! - [`Checkpoint`] (`checkpoint.rs`): what to store to restart without loss.
+//! - the outbox (`outbox.rs`): messages sent reliably, in order, confirmed by their echo
+//!   ([`Outgoing`], [`OutboxState`]).
 //! - identifiers, [`Time`] and [`Message`] (`types.rs`); errors and [`Anomaly`] (`error.rs`).
 //! - `testkit` (feature `testkit`): a deterministic simulated server and lossy network.
 #![forbid(unsafe_code)]
@@ -32,6 +34,7 @@ mod convo;
 mod error;
 mod input;
 mod machine;
+mod outbox;
 mod rng;
 mod shared;
 mod status;
@@ -50,6 +53,10 @@ pub use input::{
     Failure, Gaps, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,
 };
 pub use machine::{Stats, SyncMachine};
+pub use outbox::{
+    padded_size_is_valid, MsgId, OutboxState, Outgoing, Refusal, SendAnswer, SendFailure,
+    SendRequest,
+};
 pub use status::{Status, Trouble};
 /// The README's examples, compiled and run as doctests so that they stay true.
 #[doc = include_str!("../../README.md")]

@@ -3,6 +3,7 @@
 
 use crate::budget::{Buckets, Kind};
 use crate::convo::{Convo, Ctx, FetchState, Priority, Stream};
+use crate::outbox::{Outbox, OutboxCtx};
 use crate::rng::Rng;
 use crate::shared::Shared;
 use crate::timers::{Key, TimerQueue};
@@ -63,6 +64,8 @@ pub struct SyncMachine {
     stats: Stats,
     /// The one stream of every live conversation, with `Config::shared_stream`.
     shared: Shared,
+    /// Messages the application sends (`outbox.rs`).
+    outbox: Outbox,
 }
 
 /// Counters, for metrics and for tests that count work instead of timing it.
@@ -112,6 +115,7 @@ impl SyncMachine {
             commands: VecDeque::new(),
             stats: Stats::default(),
             shared: Shared::new(),
+            outbox: Outbox::default(),
         })
     }
 
@@ -176,6 +180,12 @@ impl SyncMachine {
         self.inflight.len()
     }
 
+    /// The conversation's outbox: every message not yet confirmed (nor dropped), in the
+    /// order it was enqueued, with where it stands.
+    pub fn outbox(&self, convo: &ConvoId) -> Vec<(crate::MsgId, crate::OutboxState)> {
+        self.outbox.entries(convo)
+    }
+
     fn get(&self, convo: &ConvoId) -> Option<&Convo> {
         let slot = *self.index.get(convo)?;
         self.slots[slot as usize].convo.as_ref()
@@ -187,8 +197,10 @@ impl SyncMachine {
     /// latest time seen. An error means the input was refused and nothing changed.
     pub fn handle(&mut self, now: Time, input: Input) -> Result<(), InputError> {
         self.now = self.now.max(now);
+        let mark = self.commands.len();
         let result = self.dispatch(input);
         self.pump();
+        self.outbox_after(mark);
         result
     }
 
@@ -329,13 +341,73 @@ impl SyncMachine {
                     }
                 }
             }
+            Input::Send(out) => {
+                let delivered = self.checkpoint(&out.convo).map(|c| c.seq);
+                return self.with_outbox(|o, cx| o.enqueue(out, cx, delivered));
+            }
+            Input::SendResult { request, result } => {
+                // Where each conversation's delivered order stands: an answer at or below
+                // it was delivered already (before a restart).
+                let up_to: HashMap<ConvoId, crate::Seq> = match self.outbox.convo_of(request) {
+                    Some(convo) => self
+                        .checkpoint(convo)
+                        .map(|cp| (convo.clone(), cp.seq))
+                        .into_iter()
+                        .collect(),
+                    None => HashMap::new(),
+                };
+                self.with_outbox(|o, cx| {
+                    o.on_result(request, result, cx, |c| up_to.get(c).copied())
+                });
+            }
+            Input::RetrySend { convo, msg_id } => {
+                return self.outbox.retry(&convo, &msg_id, &mut self.commands);
+            }
+            Input::DropSend { convo, msg_id } => {
+                return self.outbox.drop_entry(&convo, &msg_id, &mut self.commands);
+            }
         }
         Ok(())
+    }
+
+    /// After an input or a timeout, if the outbox holds anything: the deliveries it
+    /// produced (the commands from `mark` on) confirm sends, and due sends start. An empty
+    /// outbox costs this one branch.
+    fn outbox_after(&mut self, mark: usize) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        self.outbox.observe(&mut self.commands, mark);
+        self.with_outbox(|o, cx| o.pump(cx));
+    }
+
+    /// Runs `f` on the outbox with what it borrows from the machine.
+    fn with_outbox<R>(&mut self, f: impl FnOnce(&mut Outbox, &mut OutboxCtx) -> R) -> R {
+        let SyncMachine {
+            config,
+            now,
+            rng,
+            buckets,
+            next_request,
+            commands,
+            outbox,
+            ..
+        } = self;
+        let mut cx = OutboxCtx {
+            config,
+            now: *now,
+            rng,
+            buckets,
+            next_request,
+            commands,
+        };
+        f(outbox, &mut cx)
     }
 
     /// Does what is due at `now`. An early or spurious call does nothing.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
+        let mark = self.commands.len();
         if self
             .shared
             .deadline(&self.config)
@@ -373,6 +445,7 @@ impl SyncMachine {
             self.timers.rebuild(live);
         }
         self.pump();
+        self.outbox_after(mark);
     }
 
     // ---- outputs ------------------------------------------------------------------
@@ -391,6 +464,7 @@ impl SyncMachine {
             self.timers.peek(),
             self.shared.deadline(&self.config),
             self.budget_wake,
+            self.outbox.deadline(),
         ]
         .into_iter()
         .flatten()
