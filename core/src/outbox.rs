@@ -198,8 +198,11 @@ pub enum Refusal {
     NotMember,
     /// `ConvoNotFound`, or 404.
     NotFound,
-    /// 413: the message is too large.
+    /// 413 or `MessageTooLarge`: the message is too large.
     TooLarge,
+    /// 409 or `EpochMismatch`: the newest server takes only the conversation's current
+    /// epoch (encrypt again at the current epoch, then send with a new msgId).
+    EpochMismatch,
     /// Any other 4xx, by its status.
     Status(u16),
 }
@@ -214,6 +217,9 @@ impl fmt::Display for Refusal {
             Refusal::NotMember => f.write_str("not a member of the conversation"),
             Refusal::NotFound => f.write_str("no such conversation"),
             Refusal::TooLarge => f.write_str("the message is too large for the server (413)"),
+            Refusal::EpochMismatch => {
+                f.write_str("the server is at another epoch of the conversation (409)")
+            }
             Refusal::Status(s) => write!(f, "the server refuses the message ({s})"),
         }
     }

@@ -71,6 +71,16 @@ pub enum Update {
         /// Its status now.
         status: Status,
     },
+    /// A message of the outbox changed state (already stored): queued, sending, sent at a
+    /// seq, confirmed (seen delivered), retrying and why, failed and why, dropped.
+    Outbox {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message (the application's msgId).
+        msg_id: gapless::MsgId,
+        /// Where it stands.
+        state: gapless::OutboxState,
+    },
     /// The server did something it should not have; nothing was lost for it.
     Anomaly {
         /// The conversation.
@@ -91,6 +101,7 @@ impl Update {
             | Update::Event { convo, .. }
             | Update::Refused { convo, .. }
             | Update::Status { convo, .. }
+            | Update::Outbox { convo, .. }
             | Update::Anomaly { convo, .. } => convo,
         }
     }
