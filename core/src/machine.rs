@@ -342,23 +342,10 @@ impl SyncMachine {
                 }
             }
             Input::Send(out) => {
-                let delivered = self.checkpoint(&out.convo).map(|c| c.seq);
-                return self.with_outbox(|o, cx| o.enqueue(out, cx, delivered));
+                return self.with_outbox(|o, cx| o.enqueue(out, cx));
             }
             Input::SendResult { request, result } => {
-                // Where each conversation's delivered order stands: an answer at or below
-                // it was delivered already (before a restart).
-                let up_to: HashMap<ConvoId, crate::Seq> = match self.outbox.convo_of(request) {
-                    Some(convo) => self
-                        .checkpoint(convo)
-                        .map(|cp| (convo.clone(), cp.seq))
-                        .into_iter()
-                        .collect(),
-                    None => HashMap::new(),
-                };
-                self.with_outbox(|o, cx| {
-                    o.on_result(request, result, cx, |c| up_to.get(c).copied())
-                });
+                self.with_outbox(|o, cx| o.on_result(request, result, cx));
             }
             Input::RetrySend { convo, msg_id } => {
                 return self.outbox.retry(&convo, &msg_id, &mut self.commands);
@@ -391,8 +378,15 @@ impl SyncMachine {
             next_request,
             commands,
             outbox,
+            slots,
+            index,
             ..
         } = self;
+        // Where each conversation's delivered order stands (its checkpoint).
+        let delivered = |convo: &ConvoId| {
+            let slot = *index.get(convo)?;
+            slots[slot as usize].convo.as_ref().map(|c| c.cp.seq)
+        };
         let mut cx = OutboxCtx {
             config,
             now: *now,
@@ -400,6 +394,7 @@ impl SyncMachine {
             buckets,
             next_request,
             commands,
+            delivered: &delivered,
         };
         f(outbox, &mut cx)
     }

@@ -338,6 +338,11 @@ struct Entry {
     ephemeral: bool,
     phase: Phase,
     attempts: u32,
+    /// Where the conversation's delivered order stood when it was first sent: a message of
+    /// ours applied after that has a higher seq, so only a delivery above it can be our
+    /// echo (an older message with the same bytes — a dev tool sending plain text twice —
+    /// is not). `None`: never sent by this machine, so not on the server by its doing.
+    floor: Option<Seq>,
 }
 
 impl Entry {
@@ -366,6 +371,8 @@ pub(crate) struct OutboxCtx<'a> {
     pub(crate) buckets: &'a mut Buckets,
     pub(crate) next_request: &'a mut u64,
     pub(crate) commands: &'a mut VecDeque<Command>,
+    /// A subscribed conversation's checkpoint seq.
+    pub(crate) delivered: &'a dyn Fn(&ConvoId) -> Option<Seq>,
 }
 
 /// The outbox of every conversation: a FIFO each, in a map ordered by conversation (so
@@ -394,11 +401,6 @@ impl Outbox {
         self.queues.is_empty()
     }
 
-    /// The conversation a send in flight belongs to.
-    pub(crate) fn convo_of(&self, request: RequestId) -> Option<&ConvoId> {
-        self.inflight.get(&request).map(|(c, _)| c)
-    }
-
     pub(crate) fn deadline(&self) -> Option<Time> {
         self.deadline
     }
@@ -415,8 +417,8 @@ impl Outbox {
         &mut self,
         out: Outgoing,
         cx: &mut OutboxCtx<'_>,
-        delivered_up_to: Option<Seq>,
     ) -> Result<(), InputError> {
+        let delivered_up_to = (cx.delivered)(&out.convo);
         if !out.msg_id.is_valid() {
             return Err(InputError::BadMsgId(out.msg_id));
         }
@@ -448,6 +450,7 @@ impl Outbox {
             ephemeral: out.ephemeral,
             phase,
             attempts: 0,
+            floor: None,
         };
         tell(cx.commands, &out.convo, &entry.msg_id, entry.state());
         let restored = match &entry.phase {
@@ -517,8 +520,8 @@ impl Outbox {
         request: RequestId,
         result: Result<SendAnswer, SendFailure>,
         cx: &mut OutboxCtx<'_>,
-        delivered_up_to: impl FnOnce(&ConvoId) -> Option<Seq>,
     ) {
+        let delivered_up_to = cx.delivered;
         let Some((convo, msg_id)) = self.inflight.remove(&request) else {
             return;
         };
@@ -628,7 +631,12 @@ impl Outbox {
             let ours = queue.iter().find(|e| match &e.phase {
                 Phase::Sent { message_id, .. } if *message_id == m.id => true,
                 Phase::Failed(_) => false,
-                _ => !e.ephemeral && e.epoch == m.epoch && e.payload == m.payload,
+                _ => {
+                    e.floor.is_some_and(|f| m.seq > f)
+                        && !e.ephemeral
+                        && e.epoch == m.epoch
+                        && e.payload == m.payload
+                }
             });
             if let Some(e) = ours {
                 if !found.iter().any(|f| f.0 == d.convo && f.1 == e.msg_id) {
@@ -683,6 +691,9 @@ impl Outbox {
             let id = RequestId(*cx.next_request);
             *cx.next_request += 1;
             entry.phase = Phase::Sending(id);
+            if entry.floor.is_none() {
+                entry.floor = Some((cx.delivered)(&convo).unwrap_or(Seq::ZERO));
+            }
             self.inflight
                 .insert(id, (convo.clone(), entry.msg_id.clone()));
             cx.commands.push_back(Command::Send(SendRequest {

@@ -171,6 +171,34 @@ fn a_message_whose_answer_was_lost_is_confirmed_by_a_fetched_echo() {
 }
 
 #[test]
+fn a_message_with_the_same_bytes_at_or_below_where_the_send_started_does_not_confirm_it() {
+    // Our message gets a seq above everything delivered when it was sent; a message with
+    // the same bytes at or below that (here one sharing an already-delivered seq) is not
+    // our echo.
+    let mut h = live();
+    h.stream("c", Message::new("a", 1, 1));
+    h.send(out("c", ULID_A));
+    let s = h.take_send().unwrap();
+    h.stream("c", echo("b", 1, ULID_A));
+    assert_eq!(h.deliveries().len(), 2, "delivered, sharing seq 1");
+    assert_eq!(h.outbox_states(ULID_A).last(), Some(&OutboxState::Sending));
+    // Its own echo, above it, does.
+    h.stream("c", echo("ours", 2, ULID_A));
+    assert_eq!(h.outbox_states(ULID_A).last(), Some(&confirmed(2, "ours")));
+    h.send_result(&s, Ok(SendAnswer::new(2, "ours")));
+}
+
+#[test]
+fn a_message_never_sent_is_not_confirmed_by_the_same_bytes() {
+    let mut h = live();
+    h.send(out("c", ULID_A));
+    h.send(out("c", ULID_B));
+    // B waits behind A; a message with B's bytes is someone else's (or an older one).
+    h.stream("c", echo("x", 1, ULID_B));
+    assert_eq!(h.outbox_states(ULID_B), [OutboxState::Queued]);
+}
+
+#[test]
 fn messages_of_a_conversation_are_sent_one_at_a_time_in_enqueue_order() {
     let mut h = live();
     h.send(out("c", ULID_A));
