@@ -149,7 +149,10 @@ impl Watch {
                     OutboxState::Retrying { why, .. } => format!("will send again ({why})"),
                     other => other.to_string(),
                 };
-                if self.last.as_deref() != Some(words.as_str()) {
+                // Each attempt after a failure is said by the failure's line already.
+                let again = matches!(state, OutboxState::Sending)
+                    && self.last.as_deref().is_some_and(|l| l != "queued");
+                if !again && self.last.as_deref() != Some(words.as_str()) {
                     eprintln!("{}: {words}", self.msg_id);
                     self.last = Some(words);
                 }

@@ -60,6 +60,7 @@ impl SendCall {
             let failure = send::failure(&answer);
             let (said, next) = (Said(&answer), after(&failure));
             tracing::warn!(
+                target: "gapless_adapter::io",
                 convo = %convo, call = "send", msg_id = %msg_id, result = "refused", status,
                 answer = %said, next = %next,
                 "{convo}: the server refused message {msg_id}: {said}; {next}"
@@ -68,13 +69,14 @@ impl SendCall {
         }
         match send::decode_answer(&self.request, body) {
             Ok(answer) => {
-                tracing::debug!(convo = %convo, call = "send", msg_id = %msg_id, result = "ok",
+                tracing::debug!(target: "gapless_adapter::io", convo = %convo, call = "send", msg_id = %msg_id, result = "ok",
                     status, seq = answer.seq.0, "sent");
                 self.result(Ok(answer))
             }
             Err(e) => {
                 let next = "will send again with the same msgId";
                 tracing::warn!(
+                target: "gapless_adapter::io",
                     convo = %convo, call = "send", msg_id = %msg_id, result = "undecodable",
                     status, error = %e, next,
                     "{convo}: the server's answer to message {msg_id} does not decode ({e}); {next}"
@@ -89,6 +91,7 @@ impl SendCall {
     pub fn unreachable(&self, problem: TransportProblem) -> Input {
         let (convo, next) = (&self.request.convo, "will send again with the same msgId");
         tracing::warn!(
+                target: "gapless_adapter::io",
             convo = %convo, call = "send", msg_id = %self.request.msg_id, result = "unreachable",
             problem = %problem, next, "{convo}: cannot reach the server ({problem}); {next}"
         );
@@ -97,7 +100,7 @@ impl SendCall {
 
     /// The request was not sent (no token) or its answer broke off: transient.
     pub fn failed(&self) -> Input {
-        tracing::debug!(convo = %self.request.convo, call = "send", result = "no answer", "no answer");
+        tracing::debug!(target: "gapless_adapter::io", convo = %self.request.convo, call = "send", result = "no answer", "no answer");
         self.result(Err(SendFailure::Transient))
     }
 
