@@ -401,8 +401,13 @@ impl Outbox {
         self.queues.is_empty()
     }
 
+    /// The next deadline; none once the outbox is empty (nothing pumps it then).
     pub(crate) fn deadline(&self) -> Option<Time> {
-        self.deadline
+        if self.queues.is_empty() {
+            None
+        } else {
+            self.deadline
+        }
     }
 
     /// The conversation's entries, in order, with their states.

@@ -524,6 +524,30 @@ fn the_outbox_sets_a_deadline_only_for_a_retry() {
     assert!(m.poll_timeout().is_some());
 }
 
+#[test]
+fn an_outbox_emptied_while_a_retry_waits_leaves_no_deadline() {
+    // Found by the hostile inputs: the retry's deadline outlived the last message, and a
+    // driver was woken at that instant for ever.
+    let mut m = SyncMachine::new(Config::default()).unwrap();
+    m.handle(Time::ZERO, Input::Send(out("c", ULID_A))).unwrap();
+    let request = std::iter::from_fn(|| m.poll_command())
+        .find_map(|c| match c {
+            Command::Send(s) => Some(s.id),
+            _ => None,
+        })
+        .unwrap();
+    let result = Err(SendFailure::Transient);
+    m.handle(Time::ZERO, Input::SendResult { request, result })
+        .unwrap();
+    assert!(m.poll_timeout().is_some());
+    let drop = Input::DropSend {
+        convo: "c".into(),
+        msg_id: ULID_A.into(),
+    };
+    m.handle(Time::ZERO, drop).unwrap();
+    assert_eq!(m.poll_timeout(), None);
+}
+
 fn send_faults() -> impl Strategy<Value = SendFaults> {
     (
         1usize..=8,
@@ -639,4 +663,125 @@ fn sends_survive_restarts_and_lost_answers_without_duplicates() {
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert_eq!(report.confirmed, 60);
     assert!(report.sends > 60, "some were sent again: {}", report.sends);
+}
+
+/// One step of a hostile input sequence for the outbox.
+#[derive(Clone, Debug)]
+enum Step {
+    Send { convo: u8, n: u8, ephemeral: bool },
+    BadSend { convo: u8 },
+    Answer { pick: u8, seq: u64, lost: bool },
+    Fail { pick: u8, kind: u8 },
+    Stale { request: u64 },
+    Retry { convo: u8, n: u8 },
+    Drop { convo: u8, n: u8 },
+    Echo { convo: u8, n: u8, seq: u64 },
+    Wait { ms: u64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0u8..3, 0u8..6, any::<bool>()).prop_map(|(convo, n, e)| Step::Send { convo, n, ephemeral: e && n % 5 == 0 }),
+        1 => (0u8..3).prop_map(|convo| Step::BadSend { convo }),
+        3 => (any::<u8>(), 0u64..20, any::<bool>()).prop_map(|(pick, seq, lost)| Step::Answer { pick, seq, lost }),
+        2 => (any::<u8>(), 0u8..5).prop_map(|(pick, kind)| Step::Fail { pick, kind }),
+        1 => (0u64..50).prop_map(|request| Step::Stale { request }),
+        1 => (0u8..3, 0u8..6).prop_map(|(convo, n)| Step::Retry { convo, n }),
+        1 => (0u8..3, 0u8..6).prop_map(|(convo, n)| Step::Drop { convo, n }),
+        2 => (0u8..3, 0u8..6, 0u64..20).prop_map(|(convo, n, seq)| Step::Echo { convo, n, seq }),
+        2 => (0u64..40_000).prop_map(|ms| Step::Wait { ms }),
+    ]
+}
+
+fn id_of(convo: u8, n: u8) -> String {
+    format!("01HOSTILE{convo:02}X{n:014}")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(500),
+        rng_seed: match std::env::var("PROPTEST_RNG_SEED").as_deref() {
+            Ok("random") => proptest::test_runner::RngSeed::Random,
+            _ => proptest::test_runner::RngSeed::Fixed(17),
+        },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Any sequence of sends, answers (right, stale, lost), failures, retries, drops, echoes
+    /// and waits: no panic, at most one send in flight per conversation, every send is the
+    /// conversation's first message not yet accepted, and nothing sent after it is final.
+    #[test]
+    fn hostile_outbox_inputs_never_break_the_rules(steps in proptest::collection::vec(step(), 1..80)) {
+        let mut h = Harness::new(Config::default());
+        for c in 0..3 {
+            h.subscribe(Subscription::catch_up_only(format!("c{c}")));
+        }
+        let mut inflight: Vec<SendRequest> = Vec::new();
+        let mut seen = 0;
+        for step in steps {
+            match step {
+                Step::Send { convo, n, ephemeral } => {
+                    let mut o = Outgoing::new(format!("c{convo}"), id_of(convo, n), ciphertext(&id_of(convo, n)), 1);
+                    o.ephemeral = ephemeral;
+                    h.send(o);
+                }
+                Step::BadSend { convo } => {
+                    h.send(Outgoing::new(format!("c{convo}"), "bad", vec![1; 3], 1));
+                }
+                Step::Answer { pick, seq, lost } if !inflight.is_empty() => {
+                    let s = inflight.remove(pick as usize % inflight.len());
+                    let result = if lost { Err(SendFailure::Transient) } else { Ok(SendAnswer::new(seq, format!("u-{}", s.msg_id))) };
+                    h.send_result(&s, result);
+                }
+                Step::Fail { pick, kind } if !inflight.is_empty() => {
+                    let s = inflight.remove(pick as usize % inflight.len());
+                    let failure = match kind {
+                        0 => SendFailure::Unauthorized,
+                        1 => SendFailure::RateLimited { retry_after: Some(Duration::from_secs(3)) },
+                        2 => SendFailure::RateLimited { retry_after: None },
+                        3 => SendFailure::Refused(Refusal::Forbidden),
+                        _ => SendFailure::Transient,
+                    };
+                    h.send_result(&s, Err(failure));
+                }
+                Step::Answer { .. } | Step::Fail { .. } => {}
+                Step::Stale { request } => {
+                    let input = Input::SendResult { request: RequestId(request), result: Ok(SendAnswer::new(1, "stale")) };
+                    h.input("stale answer", input);
+                }
+                Step::Retry { convo, n } => h.input("retry", Input::RetrySend { convo: format!("c{convo}").into(), msg_id: id_of(convo, n).into() }),
+                Step::Drop { convo, n } => h.input("drop", Input::DropSend { convo: format!("c{convo}").into(), msg_id: id_of(convo, n).into() }),
+                Step::Echo { convo, n, seq } => {
+                    // A page holding a message with our bytes (or another's), at any seq.
+                    h.input("resume", Input::Resume { convo: Some(format!("c{convo}").into()) });
+                    if let Some(f) = h.take_fetch() {
+                        let m = Message { payload: ciphertext(&id_of(convo, n)), ..Message::new(format!("e{convo}-{n}-{seq}"), seq + 1, 1) };
+                        let page = if f.convo.as_str() == format!("c{convo}") { vec![m] } else { vec![] };
+                        h.answer(&f, page);
+                    }
+                    while h.take_fetch().is_some() {}
+                }
+                Step::Wait { ms } => h.advance(Duration::from_millis(ms)),
+            }
+            while let Some(s) = h.take_send() {
+                inflight.retain(|i| !(i.convo == s.convo && i.msg_id == s.msg_id));
+                inflight.push(s);
+            }
+            // The rules, on every command since the last step.
+            for c in &h.commands()[seen..] {
+                if let Command::Send(s) = c {
+                    let queue = h.machine().outbox(&s.convo);
+                    let first_unaccepted = queue.iter().find(|(_, st)| !matches!(st, OutboxState::Sent { .. }));
+                    prop_assert_eq!(first_unaccepted.map(|(id, _)| id), Some(&s.msg_id));
+                }
+            }
+            seen = h.commands().len();
+            for c in 0..3 {
+                let sending = h.machine().outbox(&format!("c{c}").into()).iter().filter(|(_, s)| *s == OutboxState::Sending).count();
+                prop_assert!(sending <= 1, "c{}: {} in flight", c, sending);
+            }
+        }
+        h.assert_invariants();
+    }
 }
