@@ -339,6 +339,11 @@ impl<S: Subscriber> Layer<S> for Watcher {
         let Some(convo) = fields.get("convo") else {
             return;
         };
+        // A send's answer says nothing about syncing the conversation (the outbox line of
+        // the summary tells the sends).
+        if fields.get("call") == Some("send") {
+            return;
+        }
         let mut seen = lock(&SEEN);
         let seen = seen.entry(convo.to_string()).or_default();
         if fields.get("call") == Some("fetch") {

@@ -26,8 +26,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let messages = store.messages().map_err(db(false))?;
         let summaries = store.summaries().map_err(db(false))?;
+        let outbox = store.outbox_entries().map_err(db(false))?;
         let out = serde_json::json!({
             "conversations": summaries,
+            "outbox": outbox,
             "messages": messages
                 .iter()
                 .map(|m| serde_json::json!({"convo": m.convo, "seq": m.seq, "id": m.id}))
@@ -37,7 +39,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let summaries = store.summaries().map_err(db(false))?;
-    if summaries.is_empty() {
+    let outbox = store.outbox_entries().map_err(db(false))?;
+    if summaries.is_empty() && outbox.is_empty() {
         println!("{}: no conversations", args.db.display());
     }
     for s in summaries {
@@ -96,5 +99,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("  cleared     {reason}");
         }
     }
+    if !outbox.is_empty() {
+        println!(
+            "outbox: {} message(s) not yet confirmed (sent again, same msgId, by the next send or sync)",
+            outbox.len()
+        );
+    }
+    for e in &outbox {
+        println!("  {}  {}  {}", e.convo, e.msg_id, outbox_words(e));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An outbox entry's state in words.
+fn outbox_words(e: &gapless_sqlite::OutboxEntry) -> String {
+    let what = format!(
+        "{} bytes, epoch {}{}",
+        e.payload_len,
+        e.epoch,
+        if e.ephemeral { ", ephemeral" } else { "" }
+    );
+    let state = match (e.state.as_str(), e.seq, &e.message_id, &e.detail) {
+        ("sent", Some(seq), Some(id), _) => {
+            format!("sent at seq {seq} (server id {id}), waiting to see it in the conversation")
+        }
+        ("queued", ..) => "queued, not sent yet".to_string(),
+        ("sending", ..) => {
+            "being sent when the last run stopped (its answer is unknown: it is asked again)"
+                .to_string()
+        }
+        ("retrying", .., Some(why)) => format!("failed for now ({why}); will send again"),
+        ("failed", .., Some(why)) => {
+            format!("refused: {why}; it holds the conversation's later messages")
+        }
+        (other, ..) => other.to_string(),
+    };
+    format!("{state} ({what})")
 }

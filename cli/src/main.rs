@@ -8,6 +8,7 @@ mod errors;
 mod inspect;
 mod live;
 mod report;
+mod send;
 mod serve;
 mod sync;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Syncs conversations from a Catbird server into a database, resuming from its
     /// checkpoints.
     Sync(sync::Args),
+    /// Sends one message through the database's outbox and waits until it is confirmed
+    /// (the server accepted it and it came back in the conversation).
+    Send(send::Args),
     /// Shows what a database holds.
     Inspect(inspect::Args),
 }
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Sync(args) => sync::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Send(args) => send::run(args),
     };
     match result {
         Ok(code) => code,

@@ -116,6 +116,10 @@ struct Tally {
     skipped: u64,
     /// All conversations together, as the driver last told it.
     connection: Option<gapless::Connection>,
+    /// Messages of the outbox confirmed and failed this run, and the last state of each.
+    confirmed: u64,
+    failed: u64,
+    outbox: HashMap<(String, String), gapless::OutboxState>,
 }
 
 impl Tally {
@@ -185,8 +189,39 @@ impl Tally {
             Update::Cleared { convo, reason } => self.counts(convo).cleared = Some(*reason),
             Update::Status { convo, status } => self.counts(convo).status = Some(*status),
             Update::Connection(state) => self.connection = Some(*state),
+            Update::Outbox {
+                convo,
+                msg_id,
+                state,
+            } => {
+                match state {
+                    gapless::OutboxState::Confirmed { .. } => self.confirmed += 1,
+                    gapless::OutboxState::Failed { why } => {
+                        self.failed += 1;
+                        tracing::warn!("{convo}: the server refused message {msg_id}: {why}; it waits in the outbox");
+                    }
+                    _ => {}
+                }
+                if print {
+                    println!("{convo} outbox {msg_id}: {state}");
+                }
+                self.outbox
+                    .insert((convo.to_string(), msg_id.to_string()), state.clone());
+            }
             _ => {}
         }
+    }
+
+    /// The outbox's line of the summary, if the outbox did anything this run.
+    fn outbox_line(&self) -> Option<String> {
+        if self.outbox.is_empty() {
+            return None;
+        }
+        let pending = self.outbox.values().filter(|s| !s.is_final()).count();
+        Some(format!(
+            "outbox: {} message(s) sent and confirmed, {} refused, {pending} still to send or confirm",
+            self.confirmed, self.failed
+        ))
     }
 }
 
@@ -453,6 +488,12 @@ impl<'a> Summary<'a> {
             "stored_messages": self.stored,
             "exit_code": self.code,
         });
+        let mut out = out;
+        out["outbox"] = serde_json::json!({
+            "confirmed": self.tally.confirmed,
+            "failed": self.tally.failed,
+            "pending": self.tally.outbox.values().filter(|s| !s.is_final()).count(),
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
         Ok(())
     }
@@ -501,6 +542,9 @@ impl<'a> Summary<'a> {
             self.fetches,
             self.stored
         );
+        if let Some(line) = self.tally.outbox_line() {
+            println!("{line}");
+        }
     }
 }
 

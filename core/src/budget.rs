@@ -26,7 +26,7 @@ pub struct Rate {
 /// The request budget shared by all conversations of one account. `Config::budget`.
 ///
 /// The defaults fit the real server's quotas with headroom: 180 fetches and 180 stream opens
-/// a minute (its quota is 200 each), and bursts of 8 refilled at 80 a second (its fixed
+/// a minute (its quota is 200 each), 90 sends a minute (its `sendMessage` quota is 100), and bursts of 8 refilled at 80 a second (its fixed
 /// limiter allows 10 at 100 a second). `None` for a rate means unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
@@ -34,6 +34,8 @@ pub struct Budget {
     pub fetches: Option<Rate>,
     /// Stream opens (each SSE stream, each shared-stream connection).
     pub stream_opens: Option<Rate>,
+    /// `sendMessage` calls (the real server allows 100 a minute; the default is 90).
+    pub sends: Option<Rate>,
     /// Requests of any kind at once at most (0: no burst limit)…
     pub burst: u32,
     /// …refilled at this many a second.
@@ -51,6 +53,7 @@ impl Default for Budget {
         Budget {
             fetches: Some(Rate { per_minute: 180 }),
             stream_opens: Some(Rate { per_minute: 180 }),
+            sends: Some(Rate { per_minute: 90 }),
             burst: 8,
             burst_per_second: 80,
             pause_without_retry_after: Duration::from_secs(2),
@@ -65,6 +68,7 @@ impl Budget {
         Budget {
             fetches: None,
             stream_opens: None,
+            sends: None,
             burst: 0,
             burst_per_second: 0,
             pause_without_retry_after: Duration::from_secs(2),
@@ -177,6 +181,7 @@ impl Bucket {
 pub(crate) struct Buckets {
     pub(crate) fetches: Option<Bucket>,
     pub(crate) streams: Option<Bucket>,
+    pub(crate) sends: Option<Bucket>,
     pub(crate) burst: Option<Bucket>,
     /// Thousandths of a token of each kind's bucket kept for urgent requests.
     reserve: u64,
@@ -187,6 +192,7 @@ pub(crate) struct Buckets {
 pub(crate) enum Kind {
     Fetch,
     StreamOpen,
+    Send,
 }
 
 impl Buckets {
@@ -197,6 +203,7 @@ impl Buckets {
         Buckets {
             fetches: minute(budget.fetches),
             streams: minute(budget.stream_opens),
+            sends: minute(budget.sends),
             burst: (budget.burst > 0).then(|| {
                 Bucket::new(
                     budget.burst,
@@ -212,6 +219,7 @@ impl Buckets {
         match kind {
             Kind::Fetch => &mut self.fetches,
             Kind::StreamOpen => &mut self.streams,
+            Kind::Send => &mut self.sends,
         }
     }
 
@@ -321,6 +329,7 @@ mod tests {
         let budget = Budget {
             fetches: Some(Rate { per_minute: 600 }),
             stream_opens: Some(Rate { per_minute: 600 }),
+            sends: None,
             burst: 2,
             burst_per_second: 10,
             pause_without_retry_after: Duration::from_secs(2),

@@ -115,6 +115,18 @@ pub enum Command {
         /// What happened.
         anomaly: Anomaly,
     },
+    /// Send a message (`sendMessage`); report back with `Input::SendResult`.
+    Send(crate::SendRequest),
+    /// A message of the outbox changed state (store it: a restart re-enqueues what is not
+    /// final, with its answer if it had one).
+    Outbox {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message.
+        msg_id: crate::MsgId,
+        /// Where it stands now.
+        state: crate::OutboxState,
+    },
 }
 
 /// One `getMessages` call.

@@ -13,6 +13,32 @@ pub enum InputError {
     /// `Subscribe` for a conversation that is already subscribed.
     #[error("conversation {0} is already subscribed")]
     AlreadySubscribed(ConvoId),
+    /// `Send` with a msgId the server would refuse (a ULID of 26 letters and digits, or a
+    /// UUID of 36 letters, digits and `-`, is expected).
+    #[error("msgId {0:?} is neither a ULID (26 letters and digits) nor a UUID (36 letters, digits and '-')")]
+    BadMsgId(crate::MsgId),
+    /// `Send` with a payload the server would refuse: it must be non-empty, exactly
+    /// `padded_size` bytes, and `padded_size` one of 512, 1024, 2048, 4096, 8192 or a
+    /// multiple of 8192 up to 10 MiB.
+    #[error(
+        "a payload of {len} bytes with paddedSize {padded_size}: expected a non-empty payload \
+         of exactly paddedSize bytes, paddedSize 512, 1024, 2048, 4096, 8192 or a multiple \
+         of 8192 up to 10 MiB"
+    )]
+    BadPadding {
+        /// The payload's length.
+        len: usize,
+        /// The padded size given.
+        padded_size: u32,
+    },
+    /// `RetrySend` or `DropSend` for a message the outbox does not hold.
+    #[error("conversation {0} has no message {1} in its outbox")]
+    UnknownSend(ConvoId, crate::MsgId),
+    /// `DropSend` for a message whose send is in flight (its answer decides; drop it after).
+    #[error(
+        "message {1} of conversation {0} is being sent; it can be dropped once the server answers"
+    )]
+    SendInFlight(ConvoId, crate::MsgId),
 }
 
 /// A `Config` whose values do not fit together.

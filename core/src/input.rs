@@ -78,6 +78,31 @@ pub enum Input {
         /// One conversation, or all.
         convo: Option<ConvoId>,
     },
+    /// Put a message in the outbox (see `outbox.rs`): it is sent, in order per
+    /// conversation, until the server accepts it, and confirmed once delivered. The same
+    /// msgId again is ignored. A payload or msgId the server would refuse is an error.
+    Send(crate::Outgoing),
+    /// The answer to a `Command::Send`: the server's seq and messageId, or why it failed.
+    SendResult {
+        /// The send.
+        request: RequestId,
+        /// The answer.
+        result: Result<crate::SendAnswer, crate::SendFailure>,
+    },
+    /// Send a failed (or retrying) message again now.
+    RetrySend {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message.
+        msg_id: crate::MsgId,
+    },
+    /// Give up on a message of the outbox (not while it is being sent).
+    DropSend {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message.
+        msg_id: crate::MsgId,
+    },
 }
 
 /// What `Subscribe` needs: the conversation, where it was left, and whether it should have

@@ -20,6 +20,8 @@
 //! - [`Checkpoint`] (`checkpoint.rs`): what to store to restart without loss.
 //! - [`Status`] (`status.rs`) of a conversation and the [`Connection`] of them all
 //!   (`connection.rs`); the request [`Budget`] they share (`budget.rs`).
+//! - the outbox (`outbox.rs`): messages sent reliably, in order, confirmed by their echo
+//!   ([`Outgoing`], [`OutboxState`]).
 //! - identifiers, [`Time`] and [`Message`] (`types.rs`); errors and [`Anomaly`] (`error.rs`).
 //! - `testkit` (feature `testkit`): a deterministic simulated server and lossy network.
 #![forbid(unsafe_code)]
@@ -35,6 +37,7 @@ mod convo;
 mod error;
 mod input;
 mod machine;
+mod outbox;
 mod queue;
 mod rng;
 mod shared;
@@ -55,6 +58,10 @@ pub use input::{
     Failure, Gaps, Input, Page, Permanent, StreamError, StreamEvent, Subscription, SLOW_CONSUMER,
 };
 pub use machine::{Stats, SyncMachine};
+pub use outbox::{
+    padded_size_is_valid, MsgId, OutboxState, Outgoing, Refusal, SendAnswer, SendFailure,
+    SendRequest,
+};
 pub use status::{Status, Trouble};
 /// The README's examples, compiled and run as doctests so that they stay true.
 #[doc = include_str!("../../README.md")]

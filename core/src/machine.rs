@@ -4,6 +4,7 @@
 use crate::budget::{Buckets, Kind};
 use crate::connection::{Connection, Tally};
 use crate::convo::{Convo, Ctx, FetchState, Priority, Stream};
+use crate::outbox::{Outbox, OutboxCtx};
 use crate::rng::Rng;
 use crate::shared::Shared;
 use crate::timers::{Key, TimerQueue};
@@ -72,6 +73,8 @@ pub struct SyncMachine {
     tally: Tally,
     /// The connection last told to the application.
     told_connection: Connection,
+    /// Messages the application sends (`outbox.rs`).
+    outbox: Outbox,
 }
 
 /// Counters, for metrics and for tests that count work instead of timing it.
@@ -124,6 +127,7 @@ impl SyncMachine {
             last_slot: 0,
             tally: Tally::default(),
             told_connection: Connection::Idle,
+            outbox: Outbox::default(),
         })
     }
 
@@ -194,6 +198,12 @@ impl SyncMachine {
         self.inflight.len()
     }
 
+    /// The conversation's outbox: every message not yet confirmed (nor dropped), in the
+    /// order it was enqueued, with where it stands.
+    pub fn outbox(&self, convo: &ConvoId) -> Vec<(crate::MsgId, crate::OutboxState)> {
+        self.outbox.entries(convo)
+    }
+
     fn get(&self, convo: &ConvoId) -> Option<&Convo> {
         let slot = *self.index.get(convo)?;
         self.slots[slot as usize].convo.as_ref()
@@ -205,9 +215,11 @@ impl SyncMachine {
     /// latest time seen. An error means the input was refused and nothing changed.
     pub fn handle(&mut self, now: Time, input: Input) -> Result<(), InputError> {
         self.now = self.now.max(now);
+        self.commands.watch();
         let result = self.dispatch(input);
         self.pump();
         self.tell_connection();
+        self.outbox_after();
         result
     }
 
@@ -367,13 +379,68 @@ impl SyncMachine {
                     }
                 }
             }
+            Input::Send(out) => {
+                return self.with_outbox(|o, cx| o.enqueue(out, cx));
+            }
+            Input::SendResult { request, result } => {
+                self.with_outbox(|o, cx| o.on_result(request, result, cx));
+            }
+            Input::RetrySend { convo, msg_id } => {
+                return self.outbox.retry(&convo, &msg_id, &mut self.commands);
+            }
+            Input::DropSend { convo, msg_id } => {
+                return self.outbox.drop_entry(&convo, &msg_id, &mut self.commands);
+            }
         }
         Ok(())
+    }
+
+    /// After an input or a timeout, if the outbox holds anything: the deliveries it
+    /// produced (the commands from `mark` on) confirm sends, and due sends start. An empty
+    /// outbox costs this one branch.
+    fn outbox_after(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        self.outbox.observe(&mut self.commands);
+        self.with_outbox(|o, cx| o.pump(cx));
+    }
+
+    /// Runs `f` on the outbox with what it borrows from the machine.
+    fn with_outbox<R>(&mut self, f: impl FnOnce(&mut Outbox, &mut OutboxCtx) -> R) -> R {
+        let SyncMachine {
+            config,
+            now,
+            rng,
+            buckets,
+            next_request,
+            commands,
+            outbox,
+            slots,
+            index,
+            ..
+        } = self;
+        // Where each conversation's delivered order stands (its checkpoint).
+        let delivered = |convo: &ConvoId| {
+            let slot = *index.get(convo)?;
+            slots[slot as usize].convo.as_ref().map(|c| c.cp.seq)
+        };
+        let mut cx = OutboxCtx {
+            config,
+            now: *now,
+            rng,
+            buckets,
+            next_request,
+            commands,
+            delivered: &delivered,
+        };
+        f(outbox, &mut cx)
     }
 
     /// Does what is due at `now`. An early or spurious call does nothing.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
+        self.commands.watch();
         if self
             .shared
             .deadline(&self.config)
@@ -412,6 +479,7 @@ impl SyncMachine {
         }
         self.pump();
         self.tell_connection();
+        self.outbox_after();
     }
 
     // ---- outputs ------------------------------------------------------------------
@@ -440,6 +508,7 @@ impl SyncMachine {
             self.timers.peek(),
             self.shared.deadline(&self.config),
             self.budget_wake,
+            self.outbox.deadline(),
         ]
         .into_iter()
         .flatten()

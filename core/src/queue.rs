@@ -24,6 +24,8 @@ pub(crate) struct Queue {
     /// The marks still in the queue (position, conversation), in order. A mark whose
     /// conversation no longer points at it was frozen or taken back.
     marks: VecDeque<(u64, Key)>,
+    /// Where the commands added since `watch` begin.
+    watched: usize,
 }
 
 /// A command popped from the queue, and the conversation whose checkpoint it must be filled
@@ -41,6 +43,16 @@ impl Queue {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// Starts noting which commands are added from now on (see `added`).
+    pub(crate) fn watch(&mut self) {
+        self.watched = self.items.len();
+    }
+
+    /// The commands added since `watch` (a mark taken back and put again counts as added).
+    pub(crate) fn added(&self) -> impl Iterator<Item = &Command> {
+        self.items.range(self.watched.min(self.items.len())..)
     }
 
     pub(crate) fn pop(&mut self) -> Option<Popped> {
@@ -68,7 +80,9 @@ impl Queue {
         if !self.items.is_empty() && at == self.popped + self.items.len() as u64 - 1 {
             *mark = None;
             self.marks.pop_back();
-            return self.items.pop_back();
+            let taken = self.items.pop_back();
+            self.watched = self.watched.min(self.items.len());
+            return taken;
         }
         self.freeze(mark, cp);
         None
@@ -155,5 +169,27 @@ mod tests {
         // conversation points elsewhere and hands it on as it is.
         assert_eq!(kinds, ["x", "x", "cp 2 true", "x", "x", "cp 0 true"]);
         assert_eq!(mark, Some(5));
+    }
+
+    #[test]
+    fn what_an_input_added_includes_a_delivery_that_took_the_mark_back() {
+        let convo = ConvoId::from("c");
+        let delivery = Command::CloseShared {
+            stream: StreamId(1),
+        };
+        let mut q = Queue::default();
+        let mut mark = None;
+        q.push(delivery.clone());
+        q.mark(KEY, &mut mark, &convo, None);
+        // The next input, not drained in between: its delivery goes where the mark was.
+        q.watch();
+        let back = q.unmark(&mut mark, &cp(1));
+        q.push(delivery.clone());
+        q.mark(KEY, &mut mark, &convo, back);
+        let added: Vec<bool> = q
+            .added()
+            .map(|c| matches!(c, Command::Checkpoint { .. }))
+            .collect();
+        assert_eq!(added, [false, true], "the new delivery, then the mark");
     }
 }

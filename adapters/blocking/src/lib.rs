@@ -41,8 +41,8 @@
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::catbird::Limits;
 use gapless_adapter::{
-    FetchCall, Io, Phase, Read as Next, Request, Session, SessionError, SharedCall, SocketMessage,
-    Step, Store, StreamCall, TokenProvider, TransportProblem, Update,
+    FetchCall, Io, Phase, Read as Next, Request, SendCall, Session, SessionError, SharedCall,
+    SocketMessage, Step, Store, StreamCall, TokenProvider, TransportProblem, Update,
 };
 use std::collections::HashMap;
 use std::io::Read;
@@ -141,6 +141,39 @@ impl<S: Store> Sync<S> {
         self.request(Request::Resume(convo))
     }
 
+    /// Sends a message: stored in the outbox (in the store) before its first send, then
+    /// sent until the server accepts it — in order per conversation, retried with the same
+    /// msgId — and confirmed once delivered; [`Update::Outbox`] tells every change. Returns
+    /// at once; a message the server would refuse (bad msgId or padding) is an
+    /// [`Update::Refused`]. The outbox of an earlier run is sent on start.
+    pub fn send(&self, message: gapless::Outgoing) -> Result<(), SyncError> {
+        self.request(Request::Send(message))
+    }
+
+    /// Sends a failed message again now.
+    pub fn retry_send(
+        &self,
+        convo: impl Into<ConvoId>,
+        msg_id: impl Into<gapless::MsgId>,
+    ) -> Result<(), SyncError> {
+        self.request(Request::RetrySend {
+            convo: convo.into(),
+            msg_id: msg_id.into(),
+        })
+    }
+
+    /// Gives up on a message of the outbox.
+    pub fn drop_send(
+        &self,
+        convo: impl Into<ConvoId>,
+        msg_id: impl Into<gapless::MsgId>,
+    ) -> Result<(), SyncError> {
+        self.request(Request::DropSend {
+            convo: convo.into(),
+            msg_id: msg_id.into(),
+        })
+    }
+
     fn request(&self, request: Request) -> Result<(), SyncError> {
         self.tx
             .send(Msg::Request(request))
@@ -214,7 +247,7 @@ struct Owner<S> {
     rx: Receiver<Msg>,
     updates: SyncSender<Update>,
     stopping: Arc<AtomicBool>,
-    fetches: Option<Sender<FetchCall>>,
+    fetches: Option<Sender<Job>>,
     pool: Vec<JoinHandle<()>>,
     streams: HashMap<StreamId, StreamThread>,
     closing: Vec<StreamThread>,
@@ -228,7 +261,7 @@ impl<S: Store> Owner<S> {
         updates: SyncSender<Update>,
         stopping: Arc<AtomicBool>,
     ) -> Result<Owner<S>, SyncError> {
-        let (fetch_tx, fetch_rx) = mpsc::channel::<FetchCall>();
+        let (fetch_tx, fetch_rx) = mpsc::channel::<Job>();
         let fetch_rx = Arc::new(Mutex::new(fetch_rx));
         let workers = session.machine().config().max_inflight_fetches.max(1);
         let mut pool = Vec::with_capacity(workers);
@@ -262,6 +295,9 @@ impl<S: Store> Owner<S> {
     }
 
     fn run_loop(&mut self) -> Result<(), SyncError> {
+        // What an earlier run left in the outbox goes first (same msgIds).
+        let step = self.session.resume_outbox()?;
+        self.apply(step)?;
         loop {
             let wait = self
                 .session
@@ -311,7 +347,12 @@ impl<S: Store> Owner<S> {
                 }
                 Io::Fetch(call) => {
                     if let Some(jobs) = &self.fetches {
-                        let _ = jobs.send(call);
+                        let _ = jobs.send(Job::Fetch(call));
+                    }
+                }
+                Io::Send(call) => {
+                    if let Some(jobs) = &self.fetches {
+                        let _ = jobs.send(Job::Send(call));
                     }
                 }
             }
@@ -384,14 +425,23 @@ fn body(response: ureq::http::Response<ureq::Body>, limit: usize) -> std::io::Re
     Ok(out)
 }
 
-fn fetch_worker(io: IoContext, jobs: Arc<Mutex<Receiver<FetchCall>>>) {
+/// A request for the pool's threads: a fetch or a send.
+enum Job {
+    Fetch(FetchCall),
+    Send(SendCall),
+}
+
+fn fetch_worker(io: IoContext, jobs: Arc<Mutex<Receiver<Job>>>) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(call) = job else { return };
-        let input = fetch(&io, &call);
+        let Ok(job) = job else { return };
+        let input = match job {
+            Job::Fetch(call) => fetch(&io, &call),
+            Job::Send(call) => send(&io, &call),
+        };
         if io.tx.send(Msg::Io(input)).is_err() {
             return;
         }
@@ -425,6 +475,38 @@ fn fetch(io: &IoContext, call: &FetchCall) -> Input {
         Ok(bytes) => call.answer(status, retry.as_deref(), &bytes, limits),
         Err(e) => {
             tracing::debug!(convo = %call.request.convo, error = %e, "fetch body failed");
+            call.failed()
+        }
+    }
+}
+
+fn send(io: &IoContext, call: &SendCall) -> Input {
+    let Some(auth) = token(io, call.nsid) else {
+        return call.failed();
+    };
+    let url = io.options.url(&call.path);
+    let sent = io
+        .fetch_agent
+        .post(&url)
+        .header("Authorization", &auth)
+        .header("Content-Type", "application/json")
+        .config()
+        .timeout_global(Some(io.options.request_timeout))
+        .build()
+        .send(&call.body[..]);
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(convo = %call.request.convo, error = %e, "send failed");
+            return call.unreachable(problem(&e));
+        }
+    };
+    let status = response.status().as_u16();
+    let retry = retry_after(&response);
+    match body(response, gapless_adapter::catbird::send::MAX_ANSWER) {
+        Ok(bytes) => call.answer(status, retry.as_deref(), &bytes),
+        Err(e) => {
+            tracing::debug!(convo = %call.request.convo, error = %e, "send answer broke off");
             call.failed()
         }
     }

@@ -38,6 +38,10 @@ impl Running for BlockingRunning {
         self.sync.resume(None).unwrap();
     }
 
+    fn send(&mut self, message: gapless::Outgoing) {
+        self.sync.send(message).unwrap();
+    }
+
     fn next_update(&mut self, timeout: Duration) -> Option<Update> {
         self.updates.recv_timeout(timeout).ok()
     }

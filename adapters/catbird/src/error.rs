@@ -79,6 +79,9 @@ pub enum DecodeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `sendMessage` answer that does not say what it must.
+    #[error("sendMessage answer: {0}")]
+    SendAnswer(String),
     /// A message whose `convoId` is not the conversation asked for.
     #[error("message of conversation {got}, expected {expected}")]
     WrongConvo {

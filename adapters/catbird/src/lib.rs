@@ -17,6 +17,8 @@
 //! - [`realtime`]: the newest API's WebSocket (`blue.catbird.mlsChat.subscribeEvents`):
 //!   the subscription ticket, the socket URL, refusals before the upgrade, and bounded
 //!   DAG-CBOR frames into [`gapless::StreamEvent`]s routed by conversation.
+//! - [`send`]: `sendMessage` of both APIs: the request for a [`gapless::SendRequest`], its
+//!   answer, and error answers into a [`gapless::SendFailure`].
 //! - [`mlschat`]: the newest API's `getMessages` (always `sinceSeq`, `type=app`) into a
 //!   [`gapless::Page`], and `sendMessage`.
 //!
@@ -42,6 +44,7 @@ pub mod message;
 pub mod messages;
 pub mod mlschat;
 pub mod realtime;
+pub mod send;
 pub mod sse;
 pub mod status;
 

@@ -228,6 +228,8 @@ pub enum Io {
     },
     /// Make a fetch and report its answer with the [`FetchCall`].
     Fetch(FetchCall),
+    /// Send a message (POST) and report its answer with the [`SendCall`](crate::SendCall).
+    Send(crate::SendCall),
 }
 
 /// One `streamConvoEvents` connection to open.

@@ -26,6 +26,7 @@
 
 mod io;
 mod options;
+mod send;
 mod session;
 mod socket;
 mod store;
@@ -34,6 +35,7 @@ mod update;
 
 pub use io::{FetchCall, Io, StreamCall, StreamReader, TransportProblem, Wire};
 pub use options::{Api, Finished, Options};
+pub use send::SendCall;
 pub use session::{Request, Session, SessionError, Step};
 pub use socket::{Phase, Read, SharedCall, SharedReader, SocketMessage};
 pub use store::{MemoryStore, Restored, Store, StoreError, Write};

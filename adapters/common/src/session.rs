@@ -2,6 +2,7 @@
 
 use crate::io::{FetchCall, Io, StreamCall, Wire};
 use crate::options::Api;
+use crate::send::SendCall;
 use crate::socket::SharedCall;
 use crate::store::{Store, StoreError, Write};
 use crate::update::Update;
@@ -39,6 +40,23 @@ pub enum Request {
     Unsubscribe(ConvoId),
     /// Catch up now: one conversation, or all.
     Resume(Option<ConvoId>),
+    /// Send a message: stored in the outbox, then sent until the server accepts it, in
+    /// order per conversation (see [`gapless::Outgoing`]).
+    Send(gapless::Outgoing),
+    /// Send a failed message again now.
+    RetrySend {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message.
+        msg_id: gapless::MsgId,
+    },
+    /// Give up on a message of the outbox.
+    DropSend {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message.
+        msg_id: gapless::MsgId,
+    },
 }
 
 /// What one input led to: IO for the driver to do, updates for the application (already
@@ -180,7 +198,52 @@ impl<S: Store> Session<S> {
             Request::Subscribe { convo, live } => self.subscribe(convo, live),
             Request::Unsubscribe(convo) => self.input(Input::Unsubscribe { convo }),
             Request::Resume(convo) => self.input(Input::Resume { convo }),
+            Request::Send(out) => self.send(out),
+            Request::RetrySend { convo, msg_id } => {
+                self.app_input(convo.clone(), Input::RetrySend { convo, msg_id })
+            }
+            Request::DropSend { convo, msg_id } => {
+                self.app_input(convo.clone(), Input::DropSend { convo, msg_id })
+            }
         }
+    }
+
+    /// Puts a message in the outbox: it is committed to the store before its first send
+    /// (the step's IO), then sent until the server accepts it and confirmed once delivered;
+    /// [`Update::Outbox`] tells every change. A message the server would refuse (a bad
+    /// msgId or padding) becomes [`Update::Refused`].
+    pub fn send(&mut self, out: gapless::Outgoing) -> Result<Step, SessionError> {
+        let convo = out.convo.clone();
+        let now = self.now();
+        if let Err(error) = self.machine.handle(now, Input::Send(out.clone())) {
+            return Ok(self.refused(Some(convo), error));
+        }
+        // Ahead of the machine's commands: stored before the send it asked for goes out.
+        self.batch.insert(0, Write::Enqueued(out));
+        self.drain(None)
+    }
+
+    /// Enqueues again what the store's outbox holds (after a restart): unconfirmed
+    /// messages are sent again with the same msgId (the server answers a repeated msgId
+    /// with its first answer), those the server accepted wait for their delivery.
+    pub fn resume_outbox(&mut self) -> Result<Step, SessionError> {
+        let pending = self.store.outbox()?;
+        let mut step = Step::default();
+        for out in pending {
+            tracing::info!(convo = %out.convo, msg_id = %out.msg_id, "outbox: enqueued again");
+            let more = self.send(out)?;
+            step.io.extend(more.io);
+            step.updates.extend(more.updates);
+        }
+        Ok(step)
+    }
+
+    fn app_input(&mut self, convo: ConvoId, input: Input) -> Result<Step, SessionError> {
+        let now = self.now();
+        if let Err(error) = self.machine.handle(now, input) {
+            return Ok(self.refused(Some(convo), error));
+        }
+        self.drain(None)
     }
 
     /// Feeds one input (an IO result, an unsubscribe, a resume). An application's request
@@ -296,6 +359,21 @@ impl<S: Store> Session<S> {
                     tracing::warn!(%convo, ?anomaly, "server anomaly");
                     told.push(Update::Anomaly { convo, anomaly })
                 }
+                Command::Send(request) => step
+                    .io
+                    .push(Io::Send(SendCall::for_api(request, &self.wire, self.api))),
+                Command::Outbox {
+                    convo,
+                    msg_id,
+                    state,
+                } => {
+                    tracing::debug!(%convo, %msg_id, %state, "outbox");
+                    self.batch.push(Write::Outbox {
+                        convo,
+                        msg_id,
+                        state,
+                    })
+                }
                 other => tracing::debug!(command = ?other, "unknown command ignored"),
             }
         }
@@ -326,6 +404,16 @@ impl<S: Store> Session<S> {
                     convo, from, to, ..
                 } => Update::Unreachable { convo, from, to },
                 Write::Cleared { convo, reason } => Update::Cleared { convo, reason },
+                Write::Enqueued(_) => continue,
+                Write::Outbox {
+                    convo,
+                    msg_id,
+                    state,
+                } => Update::Outbox {
+                    convo,
+                    msg_id,
+                    state,
+                },
             });
         }
         step.updates.extend(told);
@@ -506,5 +594,57 @@ mod tests {
             _ => unreachable!(),
         };
         assert!(s.input(replay).unwrap().updates.is_empty());
+    }
+
+    #[test]
+    fn a_send_is_stored_before_it_goes_out_and_a_new_session_sends_it_again() {
+        use gapless::{MsgId, OutboxState, Outgoing};
+        let out = Outgoing::new("c", "01M8DMCHZAC3VJJBF6C3H3CEJQ", vec![5; 512], 0);
+        let mut s = Session::new(Config::default(), MemoryStore::new(), Wire::default()).unwrap();
+        let step = s.send(out.clone()).unwrap();
+        let Some(Io::Send(call)) = step.io.first().cloned() else {
+            panic!("{step:?}")
+        };
+        // Already in the store when the driver sees the IO.
+        assert_eq!(
+            s.store().outbox_states(),
+            vec![(
+                "c".into(),
+                MsgId::from(out.msg_id.as_str()),
+                OutboxState::Sending
+            )]
+        );
+        assert!(step.updates.iter().any(|u| matches!(
+            u,
+            Update::Outbox {
+                state: OutboxState::Queued,
+                ..
+            }
+        )));
+        // A bad one is refused in words, not stored.
+        let bad = Outgoing::new("c", "nope", vec![5; 512], 0);
+        let step = s.send(bad).unwrap();
+        assert!(matches!(&step.updates[..], [Update::Refused { .. }]));
+        assert_eq!(s.store().outbox_states().len(), 1);
+        // The process dies with the send in flight: a new session sends it again.
+        let store = std::mem::take(s.store_mut());
+        let mut s = Session::new(Config::default(), store, Wire::default()).unwrap();
+        let step = s.resume_outbox().unwrap();
+        let Some(Io::Send(again)) = step.io.first().cloned() else {
+            panic!("{step:?}")
+        };
+        assert_eq!(again.request.msg_id, call.request.msg_id);
+        assert_eq!(again.body, call.body);
+        // Accepted, then the process dies again: the next one waits for the delivery.
+        let ok = br#"{"epoch":0,"messageId":"uuid-1","receivedAt":"t","seq":1}"#;
+        s.input(again.answer(200, None, ok)).unwrap();
+        let store = std::mem::take(s.store_mut());
+        let mut s = Session::new(Config::default(), store, Wire::default()).unwrap();
+        let step = s.resume_outbox().unwrap();
+        assert!(step.io.is_empty(), "{step:?}");
+        assert!(matches!(
+            s.machine().outbox(&"c".into())[..],
+            [(_, OutboxState::Sent { .. })]
+        ));
     }
 }

@@ -1,6 +1,9 @@
 //! Where delivered messages and checkpoints go.
 
-use gapless::{Checkpoint, ConvoId, Delivery, Known, MessageId, Order, Permanent, Seq};
+use gapless::{
+    Checkpoint, ConvoId, Delivery, Known, MessageId, MsgId, Order, OutboxState, Outgoing,
+    Permanent, SendAnswer, Seq,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One thing to store, in the order the machine produced it.
@@ -48,6 +51,20 @@ pub enum Write {
         /// Why.
         reason: Permanent,
     },
+    /// A message the application sends, put in the outbox: stored before its first send
+    /// (idempotent by conversation and msgId).
+    Enqueued(Outgoing),
+    /// A message of the outbox changed state: a final state (`OutboxState::is_final`)
+    /// removes it, `Sent` records the server's answer so that a restart waits for its
+    /// delivery instead of sending it again.
+    Outbox {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message.
+        msg_id: MsgId,
+        /// Where it stands.
+        state: OutboxState,
+    },
 }
 
 impl Write {
@@ -58,7 +75,9 @@ impl Write {
             Write::Skipped { convo, .. }
             | Write::Unreachable { convo, .. }
             | Write::Checkpoint { convo, .. }
-            | Write::Cleared { convo, .. } => convo,
+            | Write::Cleared { convo, .. }
+            | Write::Outbox { convo, .. } => convo,
+            Write::Enqueued(out) => &out.convo,
         }
     }
 
@@ -117,6 +136,15 @@ pub trait Store: Send + 'static {
     /// authority: a message the machine delivers `Late` (it can no longer tell whether it
     /// was delivered, long ago) is dropped when the store already has it.
     fn contains(&mut self, convo: &ConvoId, id: &MessageId) -> Result<bool, StoreError>;
+
+    /// The outbox to enqueue again after a restart: every message not confirmed nor
+    /// dropped, in the order it was enqueued (per conversation), with the server's answer
+    /// if one was stored (`Outgoing::sent`). A message whose delivery is already stored is
+    /// confirmed, not returned. The default keeps no outbox: a store that persists
+    /// [`Write::Enqueued`] must give it back here.
+    fn outbox(&mut self) -> Result<Vec<Outgoing>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -129,12 +157,17 @@ impl<S: Store + ?Sized> Store for Box<S> {
     fn contains(&mut self, convo: &ConvoId, id: &MessageId) -> Result<bool, StoreError> {
         (**self).contains(convo, id)
     }
+    fn outbox(&mut self) -> Result<Vec<Outgoing>, StoreError> {
+        (**self).outbox()
+    }
 }
 
 /// An in-memory store, for tests and for applications that persist nothing.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     convos: HashMap<ConvoId, MemoryConvo>,
+    /// The outbox, in enqueue order, with the last state stored.
+    outbox: Vec<(Outgoing, OutboxState)>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +211,14 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
+    /// The outbox as stored: every message not confirmed nor dropped, with its last state.
+    pub fn outbox_states(&self) -> Vec<(ConvoId, MsgId, OutboxState)> {
+        self.outbox
+            .iter()
+            .map(|(o, s)| (o.convo.clone(), o.msg_id.clone(), s.clone()))
+            .collect()
+    }
+
     /// Why a conversation was cleared, if it was.
     pub fn cleared(&self, convo: &ConvoId) -> Option<Permanent> {
         self.convos.get(convo).and_then(|c| c.cleared)
@@ -187,6 +228,37 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn commit(&mut self, batch: &[Write]) -> Result<(), StoreError> {
         for write in batch.iter().filter(|w| w.is_stored()) {
+            match write {
+                Write::Enqueued(out) => {
+                    let known = self
+                        .outbox
+                        .iter()
+                        .any(|(o, _)| o.convo == out.convo && o.msg_id == out.msg_id);
+                    if !known {
+                        self.outbox.push((out.clone(), OutboxState::Queued));
+                    }
+                    continue;
+                }
+                Write::Outbox {
+                    convo,
+                    msg_id,
+                    state,
+                } => {
+                    let at = self
+                        .outbox
+                        .iter()
+                        .position(|(o, _)| o.convo == *convo && o.msg_id == *msg_id);
+                    if let Some(at) = at {
+                        if state.is_final() {
+                            self.outbox.remove(at);
+                        } else {
+                            self.outbox[at].1 = state.clone();
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             let convo = self.convos.entry(write.convo().clone()).or_default();
             if let Some(cp) = write.checkpoint() {
                 convo.checkpoint = cp.clone();
@@ -201,7 +273,7 @@ impl Store for MemoryStore {
                 Write::Skipped { from, to, .. } => convo.skipped.push((*from, *to)),
                 Write::Unreachable { from, to, .. } => convo.unreachable.push((*from, *to)),
                 Write::Cleared { reason, .. } => convo.cleared = Some(*reason),
-                Write::Checkpoint { .. } => {}
+                Write::Checkpoint { .. } | Write::Enqueued(_) | Write::Outbox { .. } => {}
             }
         }
         Ok(())
@@ -231,5 +303,30 @@ impl Store for MemoryStore {
             .convos
             .get(convo)
             .is_some_and(|c| c.ids.contains(id.as_str())))
+    }
+
+    fn outbox(&mut self) -> Result<Vec<Outgoing>, StoreError> {
+        let convos = &self.convos;
+        Ok(self
+            .outbox
+            .iter()
+            .filter_map(|(out, state)| {
+                let mut out = out.clone();
+                if let OutboxState::Sent { seq, message_id } = state {
+                    let delivered = convos
+                        .get(&out.convo)
+                        .is_some_and(|c| c.ids.contains(message_id.as_str()));
+                    if delivered {
+                        return None;
+                    }
+                    out.sent = Some(SendAnswer {
+                        seq: *seq,
+                        message_id: message_id.clone(),
+                        received_at: None,
+                    });
+                }
+                Some(out)
+            })
+            .collect())
     }
 }

@@ -75,6 +75,16 @@ pub enum Update {
     /// caught up: a cold start's progress), degraded or offline and why. For an
     /// application's "connecting…" / "offline" banner.
     Connection(gapless::Connection),
+    /// A message of the outbox changed state (already stored): queued, sending, sent at a
+    /// seq, confirmed (seen delivered), retrying and why, failed and why, dropped.
+    Outbox {
+        /// The conversation.
+        convo: ConvoId,
+        /// The message (the application's msgId).
+        msg_id: gapless::MsgId,
+        /// Where it stands.
+        state: gapless::OutboxState,
+    },
     /// The server did something it should not have; nothing was lost for it.
     Anomaly {
         /// The conversation.
@@ -95,6 +105,7 @@ impl Update {
             | Update::Event { convo, .. }
             | Update::Refused { convo, .. }
             | Update::Status { convo, .. }
+            | Update::Outbox { convo, .. }
             | Update::Anomaly { convo, .. } => convo,
             Update::Connection(_) => return None,
         })

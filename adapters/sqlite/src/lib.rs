@@ -10,6 +10,10 @@
 //! - Idempotent by (conversation, message id): a redelivered id is a no-op. Two messages may
 //!   share a seq (the real server's `MAX(seq)+1` race), so seq is not a key.
 //! - Ephemeral messages (seq 0) reach the application but are never stored.
+//! - The outbox (messages the application sends) is a table written in the same
+//!   transactions: a message is stored before its first send, its answer (seq, messageId)
+//!   when the server accepts it, and it leaves once confirmed or dropped;
+//!   [`Store::outbox`] gives back the rest for a restart to send again (same msgId).
 //!
 //! ```
 //! use gapless_adapter::{Session, Wire};
@@ -24,7 +28,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use gapless::{Checkpoint, ConvoId, Epoch, Known, MessageKind, Permanent, Seq};
+use gapless::{
+    Checkpoint, ConvoId, Epoch, Known, MessageKind, MsgId, OutboxState, Outgoing, Permanent,
+    SendAnswer, Seq,
+};
 use gapless_adapter::{Restored, Store, StoreError, Write};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -56,6 +63,24 @@ CREATE TABLE IF NOT EXISTS skipped (
 ) WITHOUT ROWID;
 -- Seqs no page could show (passed, not proven empty). Messages found there later are in
 -- `messages` like any other: count them by seq range.
+-- Messages the application sends, until confirmed (seen delivered) or dropped: stored
+-- before the first send, in enqueue order (rowid); `state` in words, `seq`/`message_id`
+-- once the server accepted it, `detail` why it is retrying or failed.
+CREATE TABLE IF NOT EXISTS outbox (
+    convo       TEXT    NOT NULL,
+    msg_id      TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    epoch       INTEGER NOT NULL,
+    padded_size INTEGER NOT NULL,
+    ephemeral   INTEGER NOT NULL,
+    state       TEXT    NOT NULL,
+    seq         INTEGER,
+    message_id  TEXT,
+    received_at TEXT,
+    detail      TEXT,
+    enqueued_at INTEGER NOT NULL,
+    UNIQUE (convo, msg_id)
+);
 CREATE TABLE IF NOT EXISTS unreachable (
     convo    TEXT    NOT NULL,
     from_seq INTEGER NOT NULL,
@@ -114,6 +139,51 @@ pub struct ConvoSummary {
     pub skipped: Vec<(u64, u64)>,
     /// Unreachable ranges, `from..=to`, each with how many messages turned up there later.
     pub unreachable: Vec<(u64, u64, u64)>,
+}
+
+/// One message of the outbox, without its payload, for `gapless inspect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutboxEntry {
+    /// The conversation.
+    pub convo: String,
+    /// The application's msgId.
+    pub msg_id: String,
+    /// `queued`, `sending`, `sent`, `retrying` or `failed`.
+    pub state: String,
+    /// The seq the server gave it, once accepted.
+    pub seq: Option<u64>,
+    /// The server's id of it, once accepted.
+    pub message_id: Option<String>,
+    /// Why it is retrying or failed, in words.
+    pub detail: Option<String>,
+    /// Payload length in bytes.
+    pub payload_len: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Ephemeral (not stored by the server).
+    pub ephemeral: bool,
+    /// When it was enqueued, milliseconds since the Unix epoch.
+    pub enqueued_at_ms: u64,
+}
+
+/// The word stored for a state, and why (for a retry or a failure).
+fn state_words(state: &OutboxState) -> (&'static str, Option<String>) {
+    match state {
+        OutboxState::Queued => ("queued", None),
+        OutboxState::Sending => ("sending", None),
+        OutboxState::Sent { .. } => ("sent", None),
+        OutboxState::Retrying { why, .. } => ("retrying", Some(why.to_string())),
+        OutboxState::Failed { why } => ("failed", Some(why.to_string())),
+        OutboxState::Confirmed { .. } => ("confirmed", None),
+        OutboxState::Dropped => ("dropped", None),
+        _ => ("unknown", None),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One stored message, without its payload.
@@ -193,8 +263,59 @@ impl SqliteStore {
                 "INSERT INTO checkpoints (convo, checkpoint, cleared) VALUES (?1, ?3, ?2)
                  ON CONFLICT (convo) DO UPDATE SET cleared = excluded.cleared",
             )?;
+            let mut enqueue = tx.prepare_cached(
+                "INSERT OR IGNORE INTO outbox
+                 (convo, msg_id, payload, epoch, padded_size, ephemeral, state, seq,
+                  message_id, received_at, enqueued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let mut unqueue =
+                tx.prepare_cached("DELETE FROM outbox WHERE convo = ?1 AND msg_id = ?2")?;
+            let mut sent = tx.prepare_cached(
+                "UPDATE outbox SET state = 'sent', seq = ?3, message_id = ?4, detail = NULL
+                 WHERE convo = ?1 AND msg_id = ?2",
+            )?;
+            let mut moved = tx.prepare_cached(
+                "UPDATE outbox SET state = ?3, detail = ?4 WHERE convo = ?1 AND msg_id = ?2",
+            )?;
             for write in batch.iter().filter(|w| w.is_stored()) {
                 match write {
+                    Write::Enqueued(out) => {
+                        let answer = out.sent.as_ref();
+                        enqueue.execute(params![
+                            out.convo.as_str(),
+                            out.msg_id.as_str(),
+                            &out.payload,
+                            to_i64(out.epoch.0),
+                            i64::from(out.padded_size),
+                            out.ephemeral,
+                            if answer.is_some() { "sent" } else { "queued" },
+                            answer.map(|a| to_i64(a.seq.0)),
+                            answer.map(|a| a.message_id.as_str()),
+                            answer.and_then(|a| a.received_at.as_deref()),
+                            now_ms(),
+                        ])?;
+                    }
+                    Write::Outbox {
+                        convo,
+                        msg_id,
+                        state,
+                    } => {
+                        let key = (convo.as_str(), msg_id.as_str());
+                        if state.is_final() {
+                            unqueue.execute(params![key.0, key.1])?;
+                        } else if let OutboxState::Sent { seq, message_id } = state {
+                            sent.execute(params![
+                                key.0,
+                                key.1,
+                                to_i64(seq.0),
+                                message_id.as_str()
+                            ])?;
+                        } else {
+                            let (word, detail) = state_words(state);
+                            moved.execute(params![key.0, key.1, word, detail])?;
+                        }
+                    }
                     Write::Message {
                         delivery,
                         received_at_ms,
@@ -404,6 +525,62 @@ impl SqliteStore {
             .map_err(SqliteError::from)
     }
 
+    /// The outbox: every message not confirmed nor dropped, in enqueue order.
+    pub fn outbox_entries(&self) -> Result<Vec<OutboxEntry>, SqliteError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT convo, msg_id, state, seq, message_id, detail, length(payload), epoch,
+                    ephemeral, enqueued_at
+             FROM outbox ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OutboxEntry {
+                convo: r.get(0)?,
+                msg_id: r.get(1)?,
+                state: r.get(2)?,
+                seq: r.get::<_, Option<i64>>(3)?.map(to_u64),
+                message_id: r.get(4)?,
+                detail: r.get(5)?,
+                payload_len: to_u64(r.get(6)?),
+                epoch: to_u64(r.get(7)?),
+                ephemeral: r.get(8)?,
+                enqueued_at_ms: to_u64(r.get(9)?),
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(SqliteError::from)
+    }
+
+    fn pending(&self) -> Result<Vec<Outgoing>, SqliteError> {
+        // A message whose delivery is stored is confirmed (its row goes with the next
+        // state change; it is not enqueued again).
+        let mut stmt = self.conn.prepare(
+            "SELECT o.convo, o.msg_id, o.payload, o.epoch, o.padded_size, o.ephemeral, o.seq,
+                    o.message_id, o.received_at
+             FROM outbox o
+             WHERE o.message_id IS NULL OR NOT EXISTS
+                   (SELECT 1 FROM messages m WHERE m.convo = o.convo AND m.id = o.message_id)
+             ORDER BY o.rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let seq: Option<i64> = r.get(6)?;
+            let message_id: Option<String> = r.get(7)?;
+            let received_at: Option<String> = r.get(8)?;
+            Ok(Outgoing {
+                convo: ConvoId::from(r.get::<_, String>(0)?),
+                msg_id: MsgId::from(r.get::<_, String>(1)?),
+                payload: r.get(2)?,
+                epoch: Epoch(to_u64(r.get(3)?)),
+                padded_size: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+                ephemeral: r.get(5)?,
+                sent: seq.zip(message_id).map(|(seq, id)| SendAnswer {
+                    seq: Seq(to_u64(seq)),
+                    message_id: id.into(),
+                    received_at: received_at.map(String::into_boxed_str),
+                }),
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(SqliteError::from)
+    }
+
     /// Runs SQL on the connection (tests that need to make SQLite fail).
     #[doc(hidden)]
     pub fn debug_execute(&self, sql: &str) -> Result<(), SqliteError> {
@@ -430,5 +607,9 @@ impl Store for SqliteStore {
             })
             .map_err(SqliteError::from)?;
         Ok(found.is_some())
+    }
+
+    fn outbox(&mut self) -> Result<Vec<Outgoing>, StoreError> {
+        Ok(self.pending()?)
     }
 }

@@ -52,8 +52,8 @@
 use futures_util::StreamExt;
 use gapless::{ConvoId, Input, StreamError, StreamId};
 use gapless_adapter::{
-    FetchCall, Io, Phase, Read, Request, Session, SessionError, SharedCall, SocketMessage, Step,
-    Store, StreamCall, TokenProvider, TransportProblem, Update,
+    FetchCall, Io, Phase, Read, Request, SendCall, Session, SessionError, SharedCall,
+    SocketMessage, Step, Store, StreamCall, TokenProvider, TransportProblem, Update,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -160,6 +160,39 @@ impl<S: Store> Sync<S> {
         self.request(Request::Resume(convo))
     }
 
+    /// Sends a message: stored in the outbox (in the store) before its first send, then
+    /// sent until the server accepts it — in order per conversation, retried with the same
+    /// msgId — and confirmed once delivered; [`Update::Outbox`] tells every change. Returns
+    /// at once; a message the server would refuse (bad msgId or padding) is an
+    /// [`Update::Refused`]. The outbox of an earlier run is sent on start.
+    pub fn send(&self, message: gapless::Outgoing) -> Result<(), SyncError> {
+        self.request(Request::Send(message))
+    }
+
+    /// Sends a failed message again now.
+    pub fn retry_send(
+        &self,
+        convo: impl Into<ConvoId>,
+        msg_id: impl Into<gapless::MsgId>,
+    ) -> Result<(), SyncError> {
+        self.request(Request::RetrySend {
+            convo: convo.into(),
+            msg_id: msg_id.into(),
+        })
+    }
+
+    /// Gives up on a message of the outbox.
+    pub fn drop_send(
+        &self,
+        convo: impl Into<ConvoId>,
+        msg_id: impl Into<gapless::MsgId>,
+    ) -> Result<(), SyncError> {
+        self.request(Request::DropSend {
+            convo: convo.into(),
+            msg_id: msg_id.into(),
+        })
+    }
+
     fn request(&self, request: Request) -> Result<(), SyncError> {
         self.control
             .send(Control::Request(request))
@@ -210,6 +243,11 @@ impl<S: Store> Owner<S> {
     }
 
     async fn run_loop(&mut self) -> Result<(), SyncError> {
+        // What an earlier run left in the outbox goes first (same msgIds).
+        let step = self.session.resume_outbox()?;
+        if !self.apply(step).await {
+            return Ok(());
+        }
         loop {
             let deadline = self.session.deadline();
             let step = tokio::select! {
@@ -256,6 +294,9 @@ impl<S: Store> Owner<S> {
                 }
                 Io::Fetch(call) => {
                     self.tasks.spawn(fetch_task(self.io.clone(), call));
+                }
+                Io::Send(call) => {
+                    self.tasks.spawn(send_task(self.io.clone(), call));
                 }
             }
         }
@@ -339,6 +380,44 @@ async fn fetch(io: &IoContext, call: &FetchCall) -> Input {
         Ok(bytes) => call.answer(status, retry.as_deref(), &bytes, &io.options.wire.limits),
         Err(e) => {
             tracing::debug!(convo = %call.request.convo, error = %without_url(e), "fetch body failed");
+            call.failed()
+        }
+    }
+}
+
+async fn send_task(io: IoContext, call: SendCall) {
+    let input = send(&io, &call).await;
+    let _ = io.tx.send(input).await;
+}
+
+async fn send(io: &IoContext, call: &SendCall) -> Input {
+    let Some(auth) = token(io, call.nsid).await else {
+        return call.failed();
+    };
+    let url = io.options.url(&call.path);
+    let sent = io
+        .http
+        .post(url)
+        .header(reqwest::header::AUTHORIZATION, auth)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(call.body.clone())
+        .timeout(io.options.request_timeout)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let problem = problem(&e);
+            tracing::debug!(convo = %call.request.convo, error = %without_url(e), "send failed");
+            return call.unreachable(problem);
+        }
+    };
+    let status = response.status().as_u16();
+    let retry = retry_after(&response);
+    match body(response, gapless_adapter::catbird::send::MAX_ANSWER).await {
+        Ok(bytes) => call.answer(status, retry.as_deref(), &bytes),
+        Err(e) => {
+            tracing::debug!(convo = %call.request.convo, error = %without_url(e), "send answer broke off");
             call.failed()
         }
     }

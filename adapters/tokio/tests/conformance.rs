@@ -50,6 +50,10 @@ impl Running for TokioRunning {
         self.sync.resume(None).unwrap();
     }
 
+    fn send(&mut self, message: gapless::Outgoing) {
+        self.sync.send(message).unwrap();
+    }
+
     fn next_update(&mut self, timeout: Duration) -> Option<Update> {
         let updates = &mut self.updates;
         self.runtime

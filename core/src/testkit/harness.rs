@@ -18,6 +18,7 @@ pub struct Harness {
     now: Time,
     lines: Vec<String>,
     fetches: VecDeque<FetchRequest>,
+    sends: VecDeque<crate::SendRequest>,
     streams: HashMap<ConvoId, StreamId>,
     delivered: Vec<Delivery>,
     commands: Vec<Command>,
@@ -32,6 +33,7 @@ impl Harness {
             now: Time::ZERO,
             lines: Vec::new(),
             fetches: VecDeque::new(),
+            sends: VecDeque::new(),
             streams: HashMap::new(),
             delivered: Vec::new(),
             commands: Vec::new(),
@@ -60,6 +62,7 @@ impl Harness {
             self.checker.command(&c);
             match &c {
                 Command::Fetch(f) => self.fetches.push_back(f.clone()),
+                Command::Send(r) => self.sends.push_back(r.clone()),
                 Command::OpenStream { convo, stream, .. } => {
                     self.streams.insert(convo.clone(), *stream);
                 }
@@ -193,6 +196,44 @@ impl Harness {
             failure,
         };
         self.input(&note, input);
+    }
+
+    /// Enqueues a message in the outbox.
+    pub fn send(&mut self, out: crate::Outgoing) {
+        let note = format!("send {} {}", out.convo, out.msg_id);
+        self.input(&note, Input::Send(out));
+    }
+
+    /// Takes the oldest unanswered send.
+    pub fn take_send(&mut self) -> Option<crate::SendRequest> {
+        self.sends.pop_front()
+    }
+
+    /// Answers a send.
+    pub fn send_result(
+        &mut self,
+        send: &crate::SendRequest,
+        result: Result<crate::SendAnswer, crate::SendFailure>,
+    ) {
+        let note = format!("send r{} answered {result:?}", send.id.0);
+        let input = Input::SendResult {
+            request: send.id,
+            result,
+        };
+        self.input(&note, input);
+    }
+
+    /// The outbox states told for `msg_id`, in order.
+    pub fn outbox_states(&self, msg_id: &str) -> Vec<crate::OutboxState> {
+        self.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Outbox {
+                    msg_id: m, state, ..
+                } if m.as_str() == msg_id => Some(state.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The seqs delivered in `convo`, in delivery order.

@@ -24,7 +24,7 @@ pub use fuzz::{FuzzConfig, FuzzInput};
 pub use harness::Harness;
 pub use ops::{Op, OpRunner, CONVOS};
 pub use server::{ServerFaults, SimServer};
-pub use sim::{Faults, Sim, SimConfig, SimReport};
+pub use sim::{Faults, SendFaults, Sim, SimConfig, SimReport};
 pub use trace::format_command;
 
 use crate::{SyncMachine, Time};

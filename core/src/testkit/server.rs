@@ -52,6 +52,8 @@ pub struct SimServer {
 #[derive(Debug, Default)]
 struct Log {
     stored: Vec<Stored>,
+    /// Messages sent by `send_message`, by msgId: their index in `stored`.
+    by_msg_id: BTreeMap<String, usize>,
     max_seq: u64,
     epoch: u64,
     next_shares: bool,
@@ -152,6 +154,76 @@ impl SimServer {
             shares_seq,
         });
         (log.stored.len() - 1, expire)
+    }
+
+    /// `sendMessage` as the real server does it: a msgId already sent in the conversation
+    /// gets the first answer (the same index), nothing new is stored; otherwise the message
+    /// is stored at `MAX(seq)+1` (or seq 0, not stored, if ephemeral), visible at once, with
+    /// the payload byte for byte. Returns its index and whether it is new.
+    pub fn send_message(
+        &mut self,
+        convo: &str,
+        msg_id: &str,
+        payload: Vec<u8>,
+        epoch: u64,
+        ephemeral: bool,
+        now: Time,
+    ) -> (usize, bool) {
+        self.next_cursor += 1;
+        let cursor = Cursor::new(format!("{:012}", self.next_cursor));
+        let log = self.convos.entry(convo.to_string()).or_default();
+        if let Some(&index) = log.by_msg_id.get(msg_id) {
+            return (index, false);
+        }
+        log.sent += 1;
+        let (id, seq) = if ephemeral {
+            (MessageId::new(msg_id), 0)
+        } else {
+            log.max_seq += 1;
+            (
+                MessageId::new(format!("{convo}-u{}", log.sent)),
+                log.max_seq,
+            )
+        };
+        log.stored.push(Stored {
+            message: Message {
+                id,
+                seq: Seq(seq),
+                epoch: Epoch(epoch),
+                kind: MessageKind::App,
+                payload,
+                created_at: None,
+            },
+            cursor,
+            visible: Some(now),
+            expired: None,
+            shares_seq: false,
+        });
+        let index = log.stored.len() - 1;
+        log.by_msg_id.insert(msg_id.to_string(), index);
+        (index, true)
+    }
+
+    /// The index of the message sent with `msg_id`, if the server has it.
+    pub fn sent_index(&self, convo: &str, msg_id: &str) -> Option<usize> {
+        self.convos.get(convo)?.by_msg_id.get(msg_id).copied()
+    }
+
+    /// The conversation's current epoch.
+    pub fn epoch(&self, convo: &str) -> u64 {
+        self.convos.get(convo).map_or(0, |l| l.epoch)
+    }
+
+    /// Every message of the log with this payload, by index.
+    pub fn with_payload(&self, convo: &str, payload: &[u8]) -> Vec<usize> {
+        self.convos.get(convo).map_or_else(Vec::new, |l| {
+            l.stored
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.message.payload == payload)
+                .map(|(i, _)| i)
+                .collect()
+        })
     }
 
     /// The stored message at `index`.

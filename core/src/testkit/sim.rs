@@ -7,6 +7,7 @@ use crate::{
     Order, Page, RequestId, Seq, StreamError, StreamEvent, StreamId, Subscription, SyncMachine,
     Time, SLOW_CONSUMER,
 };
+use crate::{MsgId, OutboxState, Outgoing, Refusal, SendAnswer, SendFailure, SendRequest};
 use hashbrown::{HashMap, HashSet};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -42,6 +43,26 @@ pub struct Faults {
     pub server: ServerFaults,
 }
 
+/// The application's own sends (the outbox) and what goes wrong with them, per mille, while
+/// faults are on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendFaults {
+    /// Messages the application enqueues per conversation (0: it sends nothing).
+    pub messages: usize,
+    /// Mean time between two enqueues in one conversation.
+    pub interval_ms: u64,
+    /// The request fails before the server applies it (a 5xx, a refused connection).
+    pub fail: u16,
+    /// The server applies it, and the answer is lost (the connection cut after the commit).
+    pub lose_answer: u16,
+    /// The server refuses it (400) before applying it; the application drops it.
+    pub refuse: u16,
+    /// 429 with `Retry-After: 1`.
+    pub rate_limit: u16,
+    /// Requests take up to this, each way.
+    pub delay_ms: u64,
+}
+
 /// One simulated run.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -74,6 +95,8 @@ pub struct SimConfig {
     /// `hole_grace`. Losses are then counted by class (`SimReport::lost`) instead of being
     /// violations.
     pub realistic: bool,
+    /// The application's own sends.
+    pub sends: SendFaults,
     /// The machine's configuration.
     pub machine: Config,
 }
@@ -94,6 +117,7 @@ impl Default for SimConfig {
             keep_trace: false,
             gap_info: false,
             realistic: false,
+            sends: SendFaults::default(),
             machine: Config::default(),
         }
     }
@@ -136,6 +160,14 @@ pub struct SimReport {
     pub digest: u64,
     /// When the run ended.
     pub end: Time,
+    /// Own messages the application enqueued.
+    pub enqueued: usize,
+    /// Own messages confirmed (seen delivered after the server accepted them).
+    pub confirmed: usize,
+    /// Own messages the server refused and the application dropped.
+    pub failed: usize,
+    /// `sendMessage` requests made.
+    pub sends: usize,
 }
 
 #[derive(Debug)]
@@ -191,6 +223,24 @@ enum Ev {
         stream: StreamId,
     },
     Restart,
+    /// The application enqueues a message of its own.
+    Enqueue {
+        convo: usize,
+    },
+    /// A `sendMessage` reaches the server.
+    SendArrives {
+        gen: u32,
+        convo: usize,
+        req: SendRequest,
+    },
+}
+
+/// One of the application's own messages, as its store keeps it.
+#[derive(Debug, Clone)]
+struct Own {
+    out: Outgoing,
+    /// The last state stored.
+    state: Option<OutboxState>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -225,6 +275,10 @@ pub struct Sim {
     /// Messages sharing a seq: the network never loses or reorders them (a loss would be
     /// undetectable by any client that pages by seq; see the README's limits).
     companions: HashSet<MessageId>,
+    /// The application's own messages per conversation, in enqueue order (its store).
+    own: Vec<Vec<Own>>,
+    /// Own messages the server refuses (decided when the first request arrives).
+    refused: HashMap<MsgId, bool>,
     checker: Checker,
     report: SimReport,
 }
@@ -276,6 +330,8 @@ impl Sim {
             store: vec![Stored::default(); cfg.convos],
             sent: vec![0; cfg.convos],
             companions: HashSet::new(),
+            own: vec![Vec::new(); cfg.convos],
+            refused: HashMap::new(),
             checker: Checker::new(),
             report: SimReport {
                 digest: 0xCBF2_9CE4_8422_2325,
@@ -288,6 +344,12 @@ impl Sim {
         for c in 0..sim.cfg.convos {
             let at = sim.rng.up_to(sim.cfg.send_interval_ms);
             sim.schedule(Time::from_millis(at), Ev::Send { convo: c });
+        }
+        if sim.cfg.sends.messages > 0 {
+            for c in 0..sim.cfg.convos {
+                let at = sim.rng.up_to(sim.cfg.sends.interval_ms);
+                sim.schedule(Time::from_millis(at), Ev::Enqueue { convo: c });
+            }
         }
         for &t in &sim.cfg.restarts.clone() {
             sim.schedule(t, Ev::Restart);
@@ -374,7 +436,8 @@ impl Sim {
     }
 
     fn drive(&mut self) {
-        let last_send = self.cfg.messages as u64 * self.cfg.send_interval_ms * 2;
+        let last_send = (self.cfg.messages as u64 * self.cfg.send_interval_ms * 2)
+            .max(self.cfg.sends.messages as u64 * self.cfg.sends.interval_ms * 2);
         let mut end =
             Time::from_millis(last_send.max(self.cfg.faults_until.as_millis())) + self.cfg.settle;
         // Unreachable ranges are asked for again on their own slow schedule (doubling from
@@ -535,6 +598,209 @@ impl Sim {
                 self.checker.restarted();
                 self.trace_line("-- restart --".to_string());
                 self.subscribe_all();
+                self.reenqueue();
+            }
+            Ev::Enqueue { convo } => self.enqueue(convo),
+            Ev::SendArrives { gen, convo, req } => self.send_arrives(gen, convo, req),
+        }
+    }
+
+    /// The application writes a message: stored, then enqueued.
+    fn enqueue(&mut self, convo: usize) {
+        let n = self.own[convo].len();
+        if n >= self.cfg.sends.messages {
+            return;
+        }
+        let name = self.names[convo].clone();
+        let msg_id = MsgId::new(format!("OWN{convo:03}N{n:019}"));
+        let mut payload = format!("own message {n} of {name}").into_bytes();
+        payload.resize(512, 0);
+        let epoch = self.server.epoch(name.as_str());
+        let out = Outgoing::new(name, msg_id, payload, epoch);
+        self.report.enqueued += 1;
+        self.own[convo].push(Own {
+            out: out.clone(),
+            state: None,
+        });
+        self.machine_input(Input::Send(out));
+        let gap = 1 + self.rng.up_to(self.cfg.sends.interval_ms * 2);
+        self.schedule(self.now + Duration::from_millis(gap), Ev::Enqueue { convo });
+    }
+
+    /// After a restart: every message not confirmed nor dropped is enqueued again, in
+    /// order, with its answer if the store has one.
+    fn reenqueue(&mut self) {
+        for c in 0..self.cfg.convos {
+            for own in self.own[c].clone() {
+                let mut out = own.out;
+                match own.state {
+                    Some(s) if s.is_final() => continue,
+                    Some(OutboxState::Sent { seq, message_id }) => {
+                        out = out.with_sent(SendAnswer {
+                            seq,
+                            message_id,
+                            received_at: None,
+                        });
+                    }
+                    _ => {}
+                }
+                self.machine_input(Input::Send(out));
+            }
+        }
+    }
+
+    fn send_delay(&mut self) -> Duration {
+        let ms = if self.faulty() {
+            1 + self.rng.up_to(self.cfg.sends.delay_ms)
+        } else {
+            5
+        };
+        Duration::from_millis(ms)
+    }
+
+    fn send_request(&mut self, req: SendRequest) {
+        self.report.sends += 1;
+        let c = self.index[&req.convo];
+        let d = self.send_delay();
+        let f = self.cfg.sends.clone();
+        let failure = if self.roll(f.fail) {
+            Some(SendFailure::Transient)
+        } else if self.roll(f.rate_limit) {
+            Some(SendFailure::RateLimited {
+                retry_after: Some(Duration::from_secs(1)),
+            })
+        } else {
+            None
+        };
+        match failure {
+            Some(failure) => {
+                let input = Input::SendResult {
+                    request: req.id,
+                    result: Err(failure),
+                };
+                self.deliver_later(d, input, None);
+            }
+            None => {
+                let gen = self.gen;
+                self.schedule(self.now + d, Ev::SendArrives { gen, convo: c, req });
+            }
+        }
+    }
+
+    fn send_arrives(&mut self, gen: u32, convo: usize, req: SendRequest) {
+        let name = self.names[convo].clone();
+        let known = self
+            .server
+            .sent_index(name.as_str(), req.msg_id.as_str())
+            .is_some();
+        // A malformed message is refused before anything is applied, every time it is
+        // sent (decided once per message: a request of a process that died may still
+        // arrive after its successor's was refused); a msgId the server has gets its first
+        // answer whatever else the request says.
+        let roll = self.roll(self.cfg.sends.refuse);
+        let bad = *self.refused.entry(req.msg_id.clone()).or_insert(roll);
+        let refused = !known && bad;
+        let result = if refused {
+            Err(SendFailure::Refused(Refusal::BadRequest))
+        } else {
+            let (index, new) = self.server.send_message(
+                name.as_str(),
+                req.msg_id.as_str(),
+                req.payload,
+                req.epoch.0,
+                req.ephemeral,
+                self.now,
+            );
+            if new {
+                self.broadcast(convo, index);
+            }
+            let m = &self.server.stored(name.as_str(), index).message;
+            let answer = SendAnswer::new(m.seq.0, m.id.clone());
+            if self.roll(self.cfg.sends.lose_answer) {
+                Err(SendFailure::Transient)
+            } else {
+                Ok(answer)
+            }
+        };
+        if gen != self.gen {
+            return; // applied (or not), but the process that asked is gone
+        }
+        let d = self.send_delay();
+        let input = Input::SendResult {
+            request: req.id,
+            result,
+        };
+        self.deliver_later(d, input, None);
+    }
+
+    /// The machine told a state change: the store keeps it, and what it claims is checked
+    /// against the server.
+    fn outbox_state(&mut self, convo: ConvoId, msg_id: MsgId, state: OutboxState) {
+        let c = self.index[&convo];
+        let index = self.server.sent_index(convo.as_str(), msg_id.as_str());
+        match &state {
+            OutboxState::Sent { seq, message_id } | OutboxState::Confirmed { seq, message_id } => {
+                let on_server = index.map(|i| &self.server.stored(convo.as_str(), i).message);
+                if on_server.is_none_or(|m| m.seq != *seq || m.id != *message_id) {
+                    self.checker.violation(format!(
+                        "{convo}: {msg_id} reported {state} but the server has {:?}",
+                        on_server.map(|m| (m.seq, m.id.clone()))
+                    ));
+                }
+            }
+            OutboxState::Failed { .. } => {
+                // The application gives up on it (soon, not in the middle of a drain).
+                let input = Input::DropSend {
+                    convo: convo.clone(),
+                    msg_id: msg_id.clone(),
+                };
+                self.deliver_later(Duration::from_millis(1), input, None);
+            }
+            _ => {}
+        }
+        if let Some(own) = self.own[c].iter_mut().find(|o| o.out.msg_id == msg_id) {
+            if state == OutboxState::Dropped {
+                self.report.failed += 1;
+            }
+            own.state = Some(state);
+        } else {
+            self.checker
+                .violation(format!("{convo}: outbox state for unknown {msg_id}"));
+        }
+    }
+
+    /// Every own message ended on the server exactly once, in enqueue order, and was
+    /// confirmed — or was refused, dropped, and is not on the server.
+    fn check_own(&mut self) {
+        for c in 0..self.cfg.convos {
+            let name = self.names[c].clone();
+            let mut last_index = None;
+            for own in self.own[c].clone() {
+                let copies = self.server.with_payload(name.as_str(), &own.out.payload);
+                let id = &own.out.msg_id;
+                match &own.state {
+                    Some(OutboxState::Confirmed { .. }) => {
+                        self.report.confirmed += 1;
+                        if copies.len() != 1 {
+                            self.checker.violation(format!(
+                                "{name}: {id} confirmed, {} copies on the server",
+                                copies.len()
+                            ));
+                        }
+                        if let (Some(prev), Some(&now)) = (last_index, copies.first()) {
+                            if now < prev {
+                                self.checker
+                                    .violation(format!("{name}: {id} applied out of order"));
+                            }
+                        }
+                        last_index = copies.first().copied();
+                    }
+                    Some(OutboxState::Dropped) if copies.is_empty() => {}
+                    other => self.checker.violation(format!(
+                        "{name}: {id} ended {other:?} with {} copies on the server",
+                        copies.len()
+                    )),
+                }
             }
         }
     }
@@ -892,6 +1158,12 @@ impl Sim {
             Command::Anomaly { .. } => self.report.anomalies += 1,
             Command::Status { .. } | Command::Connection(_) => {}
             Command::Event { .. } => {}
+            Command::Send(req) => self.send_request(req),
+            Command::Outbox {
+                convo,
+                msg_id,
+                state,
+            } => self.outbox_state(convo, msg_id, state),
         }
     }
 
@@ -952,6 +1224,7 @@ impl Sim {
             self.checker
                 .violation(format!("{n} ids delivered again at another seq"));
         }
+        self.check_own();
         self.report.served = served;
         self.report.lost_unreachable = lost_unreachable;
         self.report.delivered = self.checker.delivered();

@@ -76,6 +76,25 @@ pub fn format_command(command: &Command) -> String {
         Command::Connection(c) => {
             let _ = write!(s, "connection {c}");
         }
+        Command::Send(r) => {
+            let eph = if r.ephemeral { " ephemeral" } else { "" };
+            let _ = write!(
+                s,
+                "send {} r{} msg={} epoch={} {}B{eph}",
+                r.convo,
+                r.id.0,
+                r.msg_id,
+                r.epoch.0,
+                r.payload.len()
+            );
+        }
+        Command::Outbox {
+            convo,
+            msg_id,
+            state,
+        } => {
+            let _ = write!(s, "outbox {convo} {msg_id} {state}");
+        }
     }
     s
 }
