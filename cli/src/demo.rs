@@ -49,6 +49,51 @@ pub struct Args {
     /// Longest to wait for gapless to catch up after the traffic ends.
     #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
     settle: Duration,
+    /// Messages each of two sending clients sends through its outbox while the traffic
+    /// runs (a client that also receives everything, and a second one), into the
+    /// conversations in turn.
+    #[arg(long, default_value_t = 10)]
+    sends: usize,
+}
+
+/// One of the demo's sending clients: what it sent and where each message stands.
+#[derive(Default)]
+struct Sender {
+    /// Messages enqueued so far.
+    enqueued: usize,
+    /// msgId → its last state.
+    states: std::collections::HashMap<String, gapless::OutboxState>,
+    /// Refused for another epoch, sent again with a new msgId in the current one.
+    reencrypted: usize,
+}
+
+impl Sender {
+    fn confirmed(&self) -> usize {
+        self.states
+            .values()
+            .filter(|s| matches!(s, gapless::OutboxState::Confirmed { .. }))
+            .count()
+    }
+
+    /// Every message enqueued is confirmed, failed or dropped.
+    fn settled(&self, total: usize) -> bool {
+        self.enqueued == total
+            && self
+                .states
+                .values()
+                .all(|s| s.is_final() || matches!(s, gapless::OutboxState::Failed { .. }))
+    }
+}
+
+/// A demo message: its text, zero-padded to 512 bytes, the msgId at the end of the padding
+/// (as `gapless send` does), in the conversation's newest epoch.
+fn outgoing(client: char, n: usize, convo: &str, epoch: u64) -> gapless::Outgoing {
+    // 26 characters: a ULID-shaped msgId, unique per client, message and epoch.
+    let msg_id = format!("01DEMO{client}{:03}{n:016}", epoch % 1000);
+    let mut payload = format!("demo client {client}: message {n}").into_bytes();
+    payload.resize(512 - msg_id.len(), 0);
+    payload.extend_from_slice(msg_id.as_bytes());
+    gapless::Outgoing::new(convo, msg_id.as_str(), payload, epoch)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -120,6 +165,72 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
     for c in 0..args.convos {
         sync.subscribe(format!("c{c}"))?;
     }
+    // A second sending client: its own driver, token nonces and (memory) store, subscribed
+    // too, since a message of ours is confirmed by seeing it come back.
+    let nonce_b = AtomicU64::new(1 << 40);
+    let secret_b = secret.clone();
+    let tokens_b = move |nsid: &str| -> Result<Token, TokenError> {
+        Ok(Token::new(mint_token(
+            &secret_b,
+            nsid,
+            nonce_b.fetch_add(1, Ordering::Relaxed),
+        )))
+    };
+    let mut options_b = gapless_tokio::Options::new(&base).with_api(api);
+    options_b.config.rng_seed = args.seed ^ 0xB;
+    let (sync_b, mut updates_b) =
+        gapless_tokio::Sync::spawn(options_b, gapless_adapter::MemoryStore::new(), tokens_b)?;
+    for c in 0..args.convos {
+        sync_b.subscribe(format!("c{c}"))?;
+    }
+    // The two clients' drivers store differently (SQLite, memory): one call for either.
+    let send = |who: usize, m: gapless::Outgoing| {
+        if who == 0 {
+            sync.send(m)
+        } else {
+            sync_b.send(m)
+        }
+    };
+    let drop_send = |who: usize, convo: gapless::ConvoId, id: gapless::MsgId| {
+        if who == 0 {
+            sync.drop_send(convo, id)
+        } else {
+            sync_b.drop_send(convo, id)
+        }
+    };
+    let mut senders = [Sender::default(), Sender::default()];
+    // The newest epoch seen in each conversation: a message is sent in it.
+    let mut epochs: std::collections::HashMap<String, u64> = Default::default();
+    // Messages refused for another epoch: (client, message number, conversation, the epoch
+    // it was refused in). A real client encrypts such a message again once it has the
+    // commit; here, the same text under a new msgId once a newer epoch has been seen.
+    let mut refused: Vec<(usize, usize, String, u64)> = Vec::new();
+    let on_outbox = |who: usize,
+                     senders: &mut [Sender; 2],
+                     refused: &mut Vec<(usize, usize, String, u64)>,
+                     convo: &gapless::ConvoId,
+                     msg_id: &gapless::MsgId,
+                     state: gapless::OutboxState|
+     -> anyhow::Result<()> {
+        let sender = &mut senders[who];
+        let Some(known) = sender.states.get_mut(msg_id.as_str()) else {
+            // One given up for a newer epoch: no longer ours to follow.
+            return Ok(());
+        };
+        if let gapless::OutboxState::Failed {
+            why: gapless::Refusal::EpochMismatch,
+        } = state
+        {
+            sender.states.remove(msg_id.as_str());
+            drop_send(who, convo.clone(), msg_id.clone())?;
+            let n: usize = msg_id.as_str()[10..].parse().unwrap_or(0);
+            let epoch: u64 = msg_id.as_str()[7..10].parse().unwrap_or(0);
+            refused.push((who, n, convo.to_string(), epoch));
+            return Ok(());
+        }
+        *known = state;
+        Ok(())
+    };
 
     // The stream-only client, on its own streams.
     let http = reqwest::Client::new();
@@ -158,9 +269,19 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
     let mut traffic = Some(traffic);
     loop {
         tokio::select! {
+            update = updates_b.recv() => {
+                if let Some(Update::Outbox { convo, msg_id, state }) = update {
+                    on_outbox(1, &mut senders, &mut refused, &convo, &msg_id, state)?;
+                }
+            }
             update = updates.recv() => {
                 let Some(update) = update else { break };
+                if let Update::Outbox { convo, msg_id, state } = &update {
+                    on_outbox(0, &mut senders, &mut refused, convo, msg_id, state.clone())?;
+                }
                 if let Update::Message { convo, message, order, recovered } = update {
+                    let epoch = epochs.entry(convo.to_string()).or_default();
+                    *epoch = (*epoch).max(message.epoch.0);
                     if order == Order::Ephemeral {
                         continue;
                     }
@@ -178,6 +299,37 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
                 }
             }
             _ = tick.tick() => {
+                // Each client sends its next message, one a tick, while the traffic runs.
+                for (who, client) in ['A', 'B'].into_iter().enumerate() {
+                    let n = senders[who].enqueued;
+                    if n < args.sends {
+                        let convo = format!("c{}", (n + who) % args.convos.max(1));
+                        let epoch = epochs.get(&convo).copied().unwrap_or(0);
+                        let message = outgoing(client, n, &convo, epoch);
+                        senders[who]
+                            .states
+                            .insert(message.msg_id.to_string(), gapless::OutboxState::Queued);
+                        senders[who].enqueued += 1;
+                        send(who, message)?;
+                    }
+                }
+                // Messages refused for another epoch go again once a newer one is known.
+                let mut i = 0;
+                while i < refused.len() {
+                    let (who, n, convo, failed) = refused[i].clone();
+                    let epoch = epochs.get(&convo).copied().unwrap_or(0);
+                    if epoch > failed {
+                        refused.swap_remove(i);
+                        let again = outgoing(['A', 'B'][who], n, &convo, epoch);
+                        senders[who].reencrypted += 1;
+                        senders[who]
+                            .states
+                            .insert(again.msg_id.to_string(), gapless::OutboxState::Queued);
+                        send(who, again)?;
+                    } else {
+                        i += 1;
+                    }
+                }
                 if !traffic_done && traffic.as_ref().is_some_and(|t| t.is_finished()) {
                     traffic_done = true;
                     if let Some(t) = traffic.take() { let _ = t.await; }
@@ -192,7 +344,11 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
                     let waited = settled_at.map_or(Duration::ZERO, |s| s.elapsed());
                     // Done when gapless has everything, a second after the last post (late
                     // commits included), or when the settle time is up.
-                    if (have == log.len() && waited > Duration::from_secs(1)) || waited > args.settle {
+                    let sent =
+                        refused.is_empty() && senders.iter().all(|s| s.settled(args.sends));
+                    if (have == log.len() && sent && waited > Duration::from_secs(1))
+                        || waited > args.settle
+                    {
                         break;
                     }
                 }
@@ -206,7 +362,22 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
         t.abort();
     }
     let finished = sync.shutdown().await?;
+    sync_b.shutdown().await?;
     let log = server.log();
+    // Each message the clients sent is on the server once, whatever the retries and lost
+    // answers: the server's own record of applied sends, by msgId.
+    let mut applied: std::collections::HashMap<(String, String), usize> = Default::default();
+    for send in server.sends().iter().filter(|s| !s.ephemeral) {
+        *applied
+            .entry((send.convo.clone(), send.msg_id.clone()))
+            .or_default() += 1;
+    }
+    let duplicates: usize = applied.values().map(|n| n.saturating_sub(1)).sum();
+    let unconfirmed: usize = senders
+        .iter()
+        .map(|s| s.states.len() - s.confirmed())
+        .sum::<usize>()
+        + refused.len();
 
     // The database is the proof: what it holds, against the server's log.
     let stored = finished.store.messages()?;
@@ -257,6 +428,22 @@ async fn demo(args: Args, db: PathBuf, store: SqliteStore) -> anyhow::Result<Exi
         .collect();
     if !missing.is_empty() {
         eprintln!("not in the database (convo, seq, id): {missing:?}");
+    }
+    println!(
+        "sends: client A {} of {} confirmed, client B {} of {} confirmed ({} sent again in a newer epoch); on the server {} message(s) sent, duplicates {}",
+        senders[0].confirmed(),
+        senders[0].states.len(),
+        senders[1].confirmed(),
+        senders[1].states.len(),
+        senders[0].reencrypted + senders[1].reencrypted,
+        applied.len(),
+        duplicates
+    );
+    if duplicates > 0 || unconfirmed > 0 {
+        eprintln!(
+            "gapless sent a message twice or did not confirm one: {duplicates} duplicate(s), {unconfirmed} not confirmed"
+        );
+        return Ok(ExitCode::from(1));
     }
     if gapless.lost > 0 || lost_in_db > 0 || gapless.duplicated > 0 || gapless.out_of_order > 0 {
         eprintln!("gapless LOST, DUPLICATED or REORDERED messages: this is a bug");
