@@ -128,34 +128,35 @@ fn an_unreachable_server_leaves_the_message_in_the_outbox_and_sync_sends_it() {
 
 #[test]
 fn the_same_msg_id_sent_twice_is_one_message() {
-    // Over mlsChat: this dev server's SSE-era sendMessage does not replay a msgId yet.
-    let (_runtime, server) = server();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("twice.db");
-    for _ in 0..2 {
-        let out = send(
-            &server.base_url(),
-            &db,
-            &[
-                "--text",
-                "once",
-                "--for",
-                "20s",
-                "--msg-id",
-                "01OUTBOXTEST00000000000002",
-                "--api",
-                "mlschat",
-            ],
+    for api in ["mls", "mlschat"] {
+        let (_runtime, server) = server();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("twice.db");
+        for _ in 0..2 {
+            let out = send(
+                &server.base_url(),
+                &db,
+                &[
+                    "--text",
+                    "once",
+                    "--for",
+                    "20s",
+                    "--msg-id",
+                    "01OUTBOXTEST00000000000002",
+                    "--api",
+                    api,
+                ],
+            );
+            let (stdout, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{api}: {stdout}\n{stderr}");
+            assert!(stdout.contains("at seq 1 "), "{api}: {stdout}");
+        }
+        assert_eq!(
+            server.log().len(),
+            1,
+            "{api}: a resent msgId is not a second message"
         );
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-        assert!(stdout.contains("at seq 1 "), "{stdout}");
     }
-    assert_eq!(
-        server.log().len(),
-        1,
-        "a resent msgId is not a second message"
-    );
 }
 
 #[test]

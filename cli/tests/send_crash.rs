@@ -2,7 +2,7 @@
 //! each run sending a new message (and, first, whatever the killed runs left in the
 //! outbox); then `gapless sync` flushes the outbox. The server's log must hold every
 //! message that reached the outbox exactly once, in the order they were written, and none
-//! twice. Over mlsChat: this dev server's SSE-era sendMessage does not replay a msgId yet.
+//! twice. Over both APIs, each driver.
 
 use gapless_devserver::{DevServer, Options, Profile};
 use gapless_sqlite::SqliteStore;
@@ -27,7 +27,7 @@ fn gapless() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gapless"))
 }
 
-fn killed_while_sending(blocking: bool, seed: u64) {
+fn killed_while_sending(blocking: bool, api: &str, seed: u64) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime
         .block_on(DevServer::start(Options::new(Profile::Calm, seed)))
@@ -53,7 +53,7 @@ fn killed_while_sending(blocking: bool, seed: u64) {
             "--convo",
             "c0",
         ])
-        .args(["--api", "mlschat", "--text", &format!("message {n}")])
+        .args(["--api", api, "--text", &format!("message {n}")])
         .args(["--msg-id", &msg_id(n), "--epoch", "0", "--db"])
         .arg(&db)
         .stdout(Stdio::null())
@@ -84,7 +84,7 @@ fn killed_while_sending(blocking: bool, seed: u64) {
                 "--token",
                 "dev-secret",
                 "--api",
-                "mlschat",
+                api,
             ])
             .args(["--convo", "c0", "--for", "3s", "--db"])
             .arg(&db)
@@ -142,10 +142,20 @@ fn killed_while_sending(blocking: bool, seed: u64) {
 
 #[test]
 fn sends_survive_sigkill_with_the_tokio_driver() {
-    killed_while_sending(false, 31);
+    killed_while_sending(false, "mlschat", 31);
 }
 
 #[test]
 fn sends_survive_sigkill_with_the_blocking_driver() {
-    killed_while_sending(true, 32);
+    killed_while_sending(true, "mlschat", 32);
+}
+
+#[test]
+fn sends_survive_sigkill_with_the_tokio_driver_over_the_sse_api() {
+    killed_while_sending(false, "mls", 33);
+}
+
+#[test]
+fn sends_survive_sigkill_with_the_blocking_driver_over_the_sse_api() {
+    killed_while_sending(true, "mls", 34);
 }

@@ -1138,8 +1138,10 @@ macro_rules! suite {
         fn sends_and_confirms_over_mlschat() {
             $crate::sends_and_confirms::<$driver>($crate::Api::MlsChat, $seed + 41);
         }
-        // Over mlsChat only: this dev server's SSE-era sendMessage does not replay a
-        // resent msgId yet (the real server does).
+        #[test]
+        fn resends_the_outbox_after_a_restart() {
+            $crate::resends_the_outbox_after_a_restart::<$driver>($crate::Api::Mls, $seed + 43);
+        }
         #[test]
         fn resends_the_outbox_after_a_restart_over_mlschat() {
             $crate::resends_the_outbox_after_a_restart::<$driver>($crate::Api::MlsChat, $seed + 42);
