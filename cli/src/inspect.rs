@@ -98,6 +98,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(reason) = s.cleared {
             println!("  cleared     {reason}");
         }
+        if let Some((first, _)) = s.anomalies.first() {
+            let when = |ms: u64| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                )
+            };
+            println!(
+                "  anomalies   {} of the server's, newest last (nothing was lost for them), since {}:",
+                s.anomalies.len(),
+                when(*first)
+            );
+            for (at, words) in s.anomalies.iter().rev().take(5).rev() {
+                println!("              {}  {words}", when(*at));
+            }
+            if s.anomalies.len() > 5 {
+                println!("              (--json for all {})", s.anomalies.len());
+            }
+        }
     }
     if !outbox.is_empty() {
         println!(

@@ -272,3 +272,45 @@ fn bad_input_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mlschat"));
 }
+
+#[test]
+fn inspect_says_in_words_what_the_server_did_wrong_lately() {
+    use gapless_adapter::{Store, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("anomalies.db");
+    let anomaly = gapless::Anomaly::EpochWentBack {
+        seq: gapless::Seq(7),
+        epoch: 1,
+        previous: 2,
+    };
+    let mut store = gapless_sqlite::SqliteStore::open(&db).unwrap();
+    store
+        .commit(&[
+            Write::Checkpoint {
+                convo: "c0".into(),
+                checkpoint: gapless::Checkpoint::default(),
+            },
+            Write::Anomaly {
+                convo: "c0".into(),
+                anomaly: anomaly.clone(),
+                at_ms: 1_765_000_000_000,
+            },
+        ])
+        .unwrap();
+    drop(store);
+    let out = gapless()
+        .arg("inspect")
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("anomalies   1 of the server's"), "{stdout}");
+    assert!(stdout.contains(&anomaly.to_string()), "{stdout}");
+    assert!(stdout.contains("2025-12-06T"), "when, readably: {stdout}");
+    assert!(
+        !stdout.contains("EpochWentBack"),
+        "words, not debug: {stdout}"
+    );
+}

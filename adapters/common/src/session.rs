@@ -357,6 +357,12 @@ impl<S: Store> Session<S> {
                 Command::Connection(state) => told.push(Update::Connection(state)),
                 Command::Anomaly { convo, anomaly } => {
                     tracing::warn!(%convo, ?anomaly, "server anomaly");
+                    // Kept for `inspect` with the rest of the batch; told now.
+                    self.batch.push(Write::Anomaly {
+                        convo: convo.clone(),
+                        anomaly: anomaly.clone(),
+                        at_ms: received_at_ms,
+                    });
                     told.push(Update::Anomaly { convo, anomaly })
                 }
                 Command::Send(request) => step
@@ -382,8 +388,8 @@ impl<S: Store> Session<S> {
         }
         for write in self.batch.drain(..) {
             step.updates.push(match write {
-                // Stored with the rest: nothing to tell.
-                Write::Checkpoint { .. } => continue,
+                // Stored with the rest: nothing to tell (an anomaly is told as it comes).
+                Write::Checkpoint { .. } | Write::Anomaly { .. } => continue,
                 Write::Message { delivery, .. } => {
                     if delivery.order != Order::Ephemeral {
                         self.committed += 1;

@@ -1,7 +1,7 @@
 //! Where delivered messages and checkpoints go.
 
 use gapless::{
-    Checkpoint, ConvoId, Delivery, Known, MessageId, MsgId, Order, OutboxState, Outgoing,
+    Anomaly, Checkpoint, ConvoId, Delivery, Known, MessageId, MsgId, Order, OutboxState, Outgoing,
     Permanent, SendAnswer, Seq,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -51,6 +51,16 @@ pub enum Write {
         /// Why.
         reason: Permanent,
     },
+    /// The server did something it should not have (nothing was lost for it): kept so that
+    /// `gapless inspect` can say what happened recently. A store may keep only the last few.
+    Anomaly {
+        /// The conversation.
+        convo: ConvoId,
+        /// What.
+        anomaly: Anomaly,
+        /// When this process saw it, milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
     /// A message the application sends, put in the outbox: stored before its first send
     /// (idempotent by conversation and msgId).
     Enqueued(Outgoing),
@@ -75,6 +85,7 @@ impl Write {
             Write::Skipped { convo, .. }
             | Write::Unreachable { convo, .. }
             | Write::Checkpoint { convo, .. }
+            | Write::Anomaly { convo, .. }
             | Write::Cleared { convo, .. }
             | Write::Outbox { convo, .. } => convo,
             Write::Enqueued(out) => &out.convo,
@@ -273,7 +284,10 @@ impl Store for MemoryStore {
                 Write::Skipped { from, to, .. } => convo.skipped.push((*from, *to)),
                 Write::Unreachable { from, to, .. } => convo.unreachable.push((*from, *to)),
                 Write::Cleared { reason, .. } => convo.cleared = Some(*reason),
-                Write::Checkpoint { .. } | Write::Enqueued(_) | Write::Outbox { .. } => {}
+                Write::Checkpoint { .. }
+                | Write::Anomaly { .. }
+                | Write::Enqueued(_)
+                | Write::Outbox { .. } => {}
             }
         }
         Ok(())

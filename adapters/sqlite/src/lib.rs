@@ -87,7 +87,16 @@ CREATE TABLE IF NOT EXISTS unreachable (
     to_seq   INTEGER NOT NULL,
     PRIMARY KEY (convo, from_seq, to_seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anomalies (
+    convo TEXT    NOT NULL,
+    at_ms INTEGER NOT NULL,
+    words TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS anomalies_by_convo ON anomalies (convo);
 ";
+
+/// Anomalies kept per conversation (the newest), for `gapless inspect`.
+const KEPT_ANOMALIES: i64 = 20;
 
 /// A conversation cleared before anything was stored: no position yet.
 const EMPTY_CHECKPOINT: &str = r#"{"seq":0}"#;
@@ -139,6 +148,9 @@ pub struct ConvoSummary {
     pub skipped: Vec<(u64, u64)>,
     /// Unreachable ranges, `from..=to`, each with how many messages turned up there later.
     pub unreachable: Vec<(u64, u64, u64)>,
+    /// The newest anomalies the server caused (oldest first): when (milliseconds since the
+    /// Unix epoch) and what, in words.
+    pub anomalies: Vec<(u64, String)>,
 }
 
 /// One message of the outbox, without its payload, for `gapless inspect`.
@@ -259,6 +271,13 @@ impl SqliteStore {
             let mut unreachable = tx.prepare_cached(
                 "INSERT OR IGNORE INTO unreachable (convo, from_seq, to_seq) VALUES (?1, ?2, ?3)",
             )?;
+            let mut anomaly_insert = tx.prepare_cached(
+                "INSERT INTO anomalies (convo, at_ms, words) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut anomaly_prune = tx.prepare_cached(
+                "DELETE FROM anomalies WHERE convo = ?1 AND rowid NOT IN
+                 (SELECT rowid FROM anomalies WHERE convo = ?1 ORDER BY rowid DESC LIMIT ?2)",
+            )?;
             let mut clear = tx.prepare_cached(
                 "INSERT INTO checkpoints (convo, checkpoint, cleared) VALUES (?1, ?3, ?2)
                  ON CONFLICT (convo) DO UPDATE SET cleared = excluded.cleared",
@@ -356,6 +375,16 @@ impl SqliteStore {
                     }
                     // Saved below: the last of each conversation's.
                     Write::Checkpoint { .. } => {}
+                    Write::Anomaly {
+                        convo,
+                        anomaly,
+                        at_ms,
+                    } => {
+                        let convo = convo.as_str();
+                        let words = anomaly.to_string();
+                        anomaly_insert.execute(params![convo, to_i64(*at_ms), words])?;
+                        anomaly_prune.execute(params![convo, KEPT_ANOMALIES])?;
+                    }
                 }
             }
             // Only the last checkpoint of each conversation in the batch counts.
@@ -481,6 +510,14 @@ impl SqliteStore {
                     Ok((to_u64(r.get(0)?), to_u64(r.get(1)?), to_u64(r.get(2)?)))
                 })?
                 .collect::<Result<_, _>>()?;
+            let mut anomalies: Vec<(u64, String)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT at_ms, words FROM anomalies WHERE convo = ?1 ORDER BY rowid DESC",
+                )?
+                .query_map(params![convo], |r| Ok((to_u64(r.get(0)?), r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            anomalies.reverse();
             out.push(ConvoSummary {
                 convo,
                 checkpoint,
@@ -489,6 +526,7 @@ impl SqliteStore {
                 seq_range: min.zip(max).map(|(a, b)| (to_u64(a), to_u64(b))),
                 skipped,
                 unreachable,
+                anomalies,
             });
         }
         Ok(out)

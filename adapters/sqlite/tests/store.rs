@@ -205,3 +205,36 @@ fn unreachable_ranges_are_stored_and_the_store_answers_whether_it_has_an_id() {
     let summary = &store.summaries().unwrap()[0];
     assert_eq!(summary.unreachable, vec![(2, 4, 1)]);
 }
+
+#[test]
+fn the_newest_anomalies_are_kept_in_words_for_inspect() {
+    let mut store = SqliteStore::open_in_memory().unwrap();
+    let c = ConvoId::from("c");
+    let mut batch = deliver("c", "a", 1, Order::InOrder, cp(1, &["a"])).to_vec();
+    for n in 0..25u64 {
+        batch.push(Write::Anomaly {
+            convo: c.clone(),
+            anomaly: gapless::Anomaly::EpochWentBack {
+                seq: Seq(n + 2),
+                epoch: 1,
+                previous: 2,
+            },
+            at_ms: 1_000 + n,
+        });
+    }
+    store.commit(&batch).unwrap();
+    let summary = &store.summaries().unwrap()[0];
+    assert_eq!(summary.anomalies.len(), 20, "the newest 20");
+    let (at, words) = summary.anomalies.last().unwrap();
+    assert_eq!(*at, 1_024);
+    assert_eq!(
+        words,
+        &gapless::Anomaly::EpochWentBack {
+            seq: Seq(26),
+            epoch: 1,
+            previous: 2,
+        }
+        .to_string()
+    );
+    assert_eq!(summary.anomalies[0].0, 1_005, "oldest first");
+}
