@@ -237,3 +237,38 @@ fn sync_help_documents_the_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     texts(&out);
 }
+
+#[test]
+fn a_rate_limited_server_is_said_plainly_with_when_gapless_tries_again() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut options = Options::new(Profile::Calm, 1);
+    // Every getMessages answered 429 with Retry-After, as the real server's quota does.
+    options.faults.fetch_rate_limit = 1000;
+    let server = runtime.block_on(DevServer::start(options)).unwrap();
+    server.create_convo("c0");
+    server.post("c0", vec![1; 8]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = sync(&server.base_url(), "dev-secret")
+        .args(["--convo", "c0", "--for", "3s", "--db"])
+        .arg(dir.path().join("r.db"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(
+        stderr.contains(
+            "warning: c0: the server refused a fetch: 429 Too Many Requests, retry after 1 s; will retry in 1 s or later"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(repeated ") && stderr.lines().count() <= 3,
+        "repeats collapsed, not a line per retry: {stderr}"
+    );
+    assert!(
+        stdout.contains("retrying (the server's rate limit)  rate limited"),
+        "the outcome table says why: {stdout}"
+    );
+    // The stream reached the server (exit 1 is for a conversation that never did, or was
+    // refused for good): a rate limit is a wait, said as such.
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+}
