@@ -273,6 +273,24 @@ impl Buckets {
     }
 }
 
+/// The healthy poll for `conversations` conversations: `base`, stretched so that their
+/// routine polls take at most half of the fetch budget (the other half is for gaps, the
+/// conversation in view and catch-ups). 500 conversations polling every 120 s would want 250
+/// fetches a minute from a budget of 180.
+pub(crate) fn healthy_poll(
+    base: Option<Duration>,
+    conversations: usize,
+    budget: &Budget,
+) -> Option<Duration> {
+    let base = base?;
+    let Some(rate) = budget.fetches else {
+        return Some(base);
+    };
+    let half_a_minute_each =
+        120_000u64.saturating_mul(conversations as u64) / u64::from(rate.per_minute.max(1));
+    Some(base.max(Duration::from_millis(half_a_minute_each)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,9 @@ pub struct Config {
     /// The period of the catch-up while the stream *is* healthy (120 s). `DESIGN.md` turns
     /// the periodic catch-up off while the stream is healthy; this slower one stays, because
     /// a stream that silently loses the last message of a quiet conversation shows no gap
-    /// and would otherwise never recover it. `None` turns it off.
+    /// and would otherwise never recover it. `None` turns it off. With many conversations
+    /// the machine stretches it so that these polls take at most half of `budget.fetches`
+    /// (`SyncMachine::config` shows the period in force).
     pub healthy_poll_interval: Option<Duration>,
     /// A catch-up this long after the last stream message, once, when the stream has gone
     /// quiet (15 s, the real server's keepalive period). A message lost at the end of a

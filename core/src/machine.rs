@@ -73,6 +73,9 @@ pub struct SyncMachine {
     tally: Tally,
     /// The connection last told to the application.
     told_connection: Connection,
+    /// `Config::healthy_poll_interval` as given: `config`'s is stretched with the number of
+    /// conversations (see `budget::healthy_poll`).
+    healthy_poll_base: Option<std::time::Duration>,
     /// Messages the application sends (`outbox.rs`).
     outbox: Outbox,
 }
@@ -106,6 +109,7 @@ impl SyncMachine {
     pub fn new(config: Config) -> Result<SyncMachine, ConfigError> {
         config.validate()?;
         let buckets = Buckets::new(&config.budget);
+        let healthy_poll_base = config.healthy_poll_interval;
         Ok(SyncMachine {
             rng: Rng::new(config.rng_seed),
             config,
@@ -127,6 +131,7 @@ impl SyncMachine {
             last_slot: 0,
             tally: Tally::default(),
             told_connection: Connection::Idle,
+            healthy_poll_base,
             outbox: Outbox::default(),
         })
     }
@@ -588,6 +593,7 @@ impl SyncMachine {
             }
         };
         self.index.insert(id, slot);
+        self.stretch_healthy_poll();
         Key {
             slot,
             gen: self.slots[slot as usize].gen,
@@ -610,6 +616,7 @@ impl SyncMachine {
         self.commands.freeze(&mut convo.mark, &convo.cp);
         self.tally.change(convo.told.as_ref(), None);
         self.index.remove(&convo.id);
+        self.stretch_healthy_poll();
         self.buffered_total -= convo.drop_buffer();
         if let FetchState::InFlight { request, .. } = convo.fetch.state {
             self.inflight.remove(&request);
@@ -637,6 +644,16 @@ impl SyncMachine {
                 reason,
             });
         }
+    }
+
+    /// The healthy poll for the number of conversations now (a deadline already scheduled
+    /// earlier fires, finds nothing due, and is scheduled again at the new period).
+    fn stretch_healthy_poll(&mut self) {
+        self.config.healthy_poll_interval = crate::budget::healthy_poll(
+            self.healthy_poll_base,
+            self.index.len(),
+            &self.config.budget,
+        );
     }
 
     /// After a conversation changed: clear it, queue its fetch, reschedule its timer.

@@ -307,3 +307,48 @@ fn a_gap_found_while_a_routine_fetch_is_queued_makes_that_fetch_urgent() {
     let waited = waited.expect("the gap is fetched within 10 s");
     assert!(waited <= MS(750), "gap_wait, then at once: {waited:?}");
 }
+
+#[test]
+fn with_hundreds_of_conversations_healthy_polls_take_at_most_half_the_fetch_budget() {
+    // 500 live conversations polling every 120 s want 250 fetches a minute; the default
+    // budget is 180. The healthy poll stretches so that polls take at most half of it.
+    let config = Config {
+        budget: Budget {
+            fetches: Some(Rate { per_minute: 60 }),
+            stream_opens: None,
+            burst: 0,
+            ..Budget::default()
+        },
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    for i in 0..100 {
+        let c = format!("c{i}");
+        h.subscribe(Subscription::live(c.as_str()));
+        h.open(&c);
+    }
+    // Let the catch-ups after the opens go (100 at 1 a second, the burst first).
+    for _ in 0..200 {
+        while let Some(f) = h.take_fetch() {
+            h.answer(&f, vec![]);
+        }
+        h.advance(MS(1_000));
+    }
+    let before = fetch_times(&h);
+    // Ten minutes of quiet, healthy streams (keepalives keep them open).
+    for s in 0..600 {
+        if s % 15 == 0 {
+            for i in 0..100 {
+                h.event(&format!("c{i}"), "keepalive", StreamEvent::Keepalive);
+            }
+        }
+        while let Some(f) = h.take_fetch() {
+            h.answer(&f, vec![]);
+        }
+        h.advance(MS(1_000));
+    }
+    let polls = fetch_times(&h) - before;
+    // 100 conversations every 120 s would be 500 in ten minutes; half of 60 a minute is 300.
+    assert!(polls <= 310, "{polls} polls in ten minutes");
+    assert!(polls >= 250, "every conversation still polled: {polls}");
+}
