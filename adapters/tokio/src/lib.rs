@@ -358,31 +358,58 @@ async fn fetch(io: &IoContext, call: &FetchCall) -> Input {
     let Some(auth) = token(io, call.nsid).await else {
         return call.failed();
     };
-    let url = io.options.url(&call.path_and_query);
-    let sent = io
-        .http
-        .get(url)
+    let request = io.http.get(io.options.url(&call.path_and_query));
+    match exchange(
+        io,
+        request,
+        auth,
+        io.options.wire.limits.max_body,
+        &call.request.convo,
+    )
+    .await
+    {
+        Ok((status, retry, bytes)) => {
+            call.answer(status, retry.as_deref(), &bytes, &io.options.wire.limits)
+        }
+        Err(Broke::Unreachable(problem)) => call.unreachable(problem),
+        Err(Broke::Body) => call.failed(),
+    }
+}
+
+/// How a request ended without a whole answer.
+enum Broke {
+    /// Never answered: connection refused, DNS, TLS, timeout.
+    Unreachable(gapless_adapter::TransportProblem),
+    /// Answered, but the body broke off (or was too long).
+    Body,
+}
+
+/// One request with a fresh token: its status, `Retry-After` and body (at most `max_body`).
+/// The fetch and the send share it.
+async fn exchange(
+    io: &IoContext,
+    request: reqwest::RequestBuilder,
+    auth: String,
+    max_body: usize,
+    convo: &gapless::ConvoId,
+) -> Result<(u16, Option<String>, Vec<u8>), Broke> {
+    let sent = request
         .header(reqwest::header::AUTHORIZATION, auth)
         .timeout(io.options.request_timeout)
         .send()
         .await;
-    let response = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            let problem = problem(&e);
-            tracing::debug!(convo = %call.request.convo, error = %without_url(e), "fetch failed");
-            return call.unreachable(problem);
-        }
-    };
+    let response = sent.map_err(|e| {
+        let problem = problem(&e);
+        tracing::debug!(%convo, error = %without_url(e), "request failed");
+        Broke::Unreachable(problem)
+    })?;
     let status = response.status().as_u16();
     let retry = retry_after(&response);
-    match body(response, io.options.wire.limits.max_body).await {
-        Ok(bytes) => call.answer(status, retry.as_deref(), &bytes, &io.options.wire.limits),
-        Err(e) => {
-            tracing::debug!(convo = %call.request.convo, error = %without_url(e), "fetch body failed");
-            call.failed()
-        }
-    }
+    let bytes = body(response, max_body).await.map_err(|e| {
+        tracing::debug!(%convo, error = %without_url(e), "answer broke off");
+        Broke::Body
+    })?;
+    Ok((status, retry, bytes))
 }
 
 async fn send_task(io: IoContext, call: SendCall) {
@@ -394,32 +421,23 @@ async fn send(io: &IoContext, call: &SendCall) -> Input {
     let Some(auth) = token(io, call.nsid).await else {
         return call.failed();
     };
-    let url = io.options.url(&call.path);
-    let sent = io
+    let request = io
         .http
-        .post(url)
-        .header(reqwest::header::AUTHORIZATION, auth)
+        .post(io.options.url(&call.path))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(call.body.clone())
-        .timeout(io.options.request_timeout)
-        .send()
-        .await;
-    let response = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            let problem = problem(&e);
-            tracing::debug!(convo = %call.request.convo, error = %without_url(e), "send failed");
-            return call.unreachable(problem);
-        }
-    };
-    let status = response.status().as_u16();
-    let retry = retry_after(&response);
-    match body(response, gapless_adapter::catbird::send::MAX_ANSWER).await {
-        Ok(bytes) => call.answer(status, retry.as_deref(), &bytes),
-        Err(e) => {
-            tracing::debug!(convo = %call.request.convo, error = %without_url(e), "send answer broke off");
-            call.failed()
-        }
+        .body(call.body.clone());
+    match exchange(
+        io,
+        request,
+        auth,
+        gapless_adapter::catbird::send::MAX_ANSWER,
+        &call.request.convo,
+    )
+    .await
+    {
+        Ok((status, retry, bytes)) => call.answer(status, retry.as_deref(), &bytes),
+        Err(Broke::Unreachable(problem)) => call.unreachable(problem),
+        Err(Broke::Body) => call.failed(),
     }
 }
 
