@@ -62,6 +62,18 @@ fn one_fetch_a_second() -> Config {
     }
 }
 
+/// The default machine with a minute's budget of 60 fetches (and the default burst limiter):
+/// 300 conversations spend it for minutes.
+fn sixty_fetches_a_minute() -> Config {
+    Config {
+        budget: Budget {
+            fetches: Some(Rate { per_minute: 60 }),
+            ..Budget::default()
+        },
+        ..Config::default()
+    }
+}
+
 #[test]
 fn a_429_pauses_every_conversations_fetches_until_the_servers_time_is_up() {
     let mut h = caught_up(Config::default(), 3);
@@ -231,14 +243,7 @@ fn a_conversation_brought_into_view_is_fetched_at_once_while_catch_ups_spend_the
     // The 500-conversation quota bench: while a cold start spent every token, a gap in the
     // conversation in view waited for the next one (seconds, with the starved queue taking
     // every other token). A reserve of the budget is kept for urgent fetches.
-    let config = Config {
-        budget: Budget {
-            fetches: Some(Rate { per_minute: 60 }),
-            ..Budget::default()
-        },
-        ..Config::default()
-    };
-    let mut h = caught_up(config, 300);
+    let mut h = caught_up(sixty_fetches_a_minute(), 300);
     h.input("resume all", Input::Resume { convo: None });
     for _ in 0..5 {
         h.advance(MS(1000));
@@ -267,14 +272,7 @@ fn a_gap_found_while_a_routine_fetch_is_queued_makes_that_fetch_urgent() {
     // The 500-conversation quota bench: the conversation in view had a routine catch-up
     // queued behind a cold start when a gap opened; the gap only counted once no fetch was
     // pending, so it waited for the routine one — 25 s.
-    let config = Config {
-        budget: Budget {
-            fetches: Some(Rate { per_minute: 60 }),
-            ..Budget::default()
-        },
-        ..Config::default()
-    };
-    let mut h = caught_up(config, 300);
+    let mut h = caught_up(sixty_fetches_a_minute(), 300);
     h.subscribe(Subscription::live("view"));
     h.open("view");
     for _ in 0..3 {
