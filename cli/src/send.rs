@@ -3,6 +3,7 @@
 
 use crate::console;
 use crate::errors;
+use crate::sync::Server;
 use anyhow::{bail, Context};
 use gapless::{ConvoId, MsgId, OutboxState, Outgoing};
 use gapless_adapter::{TokenProvider, Update};
@@ -15,20 +16,8 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 #[command(after_help = EXIT_CODES)]
 pub struct Args {
-    /// The server's base URL, e.g. `https://mls.catbird.blue`.
-    #[arg(long)]
-    server: String,
-    /// A fixed bearer token (for servers that accept one; the dev server does).
-    #[arg(
-        long,
-        required_unless_present = "token_command",
-        conflicts_with = "token_command"
-    )]
-    token: Option<String>,
-    /// A command run for every request with the method's NSID as its last argument; what it
-    /// prints is the token (mint a fresh service token per request for the real server).
-    #[arg(long)]
-    token_command: Option<String>,
+    #[command(flatten)]
+    server: Server,
     /// The conversation to send to.
     #[arg(long)]
     convo: String,
@@ -175,7 +164,7 @@ impl Watch {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let base = args.server.trim_end_matches('/').to_string();
+    let base = args.server.base();
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         bail!("--server must be an http:// or https:// URL (got {base:?})");
     }
@@ -206,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             msg_id.as_str()
         );
     }
-    let tokens = crate::sync::tokens(args.token.clone(), args.token_command.clone())?;
+    let tokens = args.server.tokens()?;
     let store = SqliteStore::open(&args.db).map_err(|e| errors::database(&args.db, true, &e))?;
     let epoch = match args.epoch {
         Some(e) => e,

@@ -16,9 +16,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Where the server is and how to authenticate to it (`sync` and `send`).
 #[derive(clap::Args)]
-#[command(after_help = EXIT_CODES)]
-pub struct Args {
+pub struct Server {
     /// The server's base URL, e.g. `https://mls.catbird.blue`.
     #[arg(long)]
     server: String,
@@ -33,6 +33,25 @@ pub struct Args {
     /// prints is the token (mint a fresh service token per request for the real server).
     #[arg(long)]
     token_command: Option<String>,
+}
+
+impl Server {
+    /// The base URL without a trailing slash.
+    pub fn base(&self) -> String {
+        self.server.trim_end_matches('/').to_string()
+    }
+
+    /// The token provider the options ask for.
+    pub fn tokens(&self) -> anyhow::Result<Arc<dyn TokenProvider>> {
+        tokens(self.token.clone(), self.token_command.clone())
+    }
+}
+
+#[derive(clap::Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct Args {
+    #[command(flatten)]
+    server: Server,
     /// A conversation to sync (repeat for more).
     #[arg(long = "convo", required = true)]
     convos: Vec<String>,
@@ -314,7 +333,7 @@ pub fn tokens(
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let base = args.server.trim_end_matches('/').to_string();
+    let base = args.server.base();
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         bail!("--server must be an http:// or https:// URL (got {base:?})");
     }
@@ -325,7 +344,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.follow_ticket_endpoint && api != gapless_adapter::Api::MlsChat {
         bail!("--follow-ticket-endpoint is for --api mlschat (the WebSocket's ticket)");
     }
-    let tokens = tokens(args.token.clone(), args.token_command.clone())?;
+    let tokens = args.server.tokens()?;
     let store = SqliteStore::open(&args.db).map_err(|e| errors::database(&args.db, true, &e))?;
     // The same conversation twice would be refused by the driver: once is what was meant.
     let mut names: Vec<String> = Vec::new();
